@@ -1,0 +1,42 @@
+"""
+hellotcp: a greeting service built on Twisted.
+
+A client connects, sends one short message, and the server logs it, answers
+with a greeting and closes.  The public API:
+
+  - L{HelloServerFactory} and L{ServerSettings}: serve greetings from any
+    Twisted server endpoint;
+  - L{greet}: one exchange from any Twisted client endpoint;
+  - L{HelloService}: the factory behind several endpoints, stopping
+    gracefully.
+"""
+
+from .protocol import (
+    DEFAULT_GREETING,
+    DEFAULT_MESSAGE,
+    HelloClientProtocol,
+    HelloServerFactory,
+    HelloServerProtocol,
+    NoGreetingError,
+    Outcome,
+    ResponseTooLongError,
+    ServerSettings,
+    greet,
+)
+from .service import HelloService
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_GREETING",
+    "DEFAULT_MESSAGE",
+    "HelloClientProtocol",
+    "HelloServerFactory",
+    "HelloServerProtocol",
+    "HelloService",
+    "NoGreetingError",
+    "Outcome",
+    "ResponseTooLongError",
+    "ServerSettings",
+    "greet",
+]

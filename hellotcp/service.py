@@ -1,0 +1,181 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+The running server: its listeners, a graceful stop, and clean start-up
+errors.
+"""
+
+from __future__ import annotations
+
+import resource
+import signal
+from types import FrameType
+from typing import cast
+
+from twisted.application.service import MultiService
+from twisted.application.strports import service as listenerService
+from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
+from twisted.logger import Logger
+
+from .protocol import HelloServerFactory
+
+_log = Logger()
+
+DEFAULT_BACKLOG = 4096
+"""Listen queue length unless an endpoint description sets its own."""
+
+# Endpoint types whose listen queue length hellotcp sets when the description
+# does not: Twisted's default of 50 overflows under a burst of connections,
+# and every dropped SYN costs the client a retransmission of 1 to 7 seconds.
+_BACKLOG_TYPES = frozenset({"tcp", "tcp6", "ssl", "unix"})
+
+
+def withBacklog(description: str, backlog: int) -> str:
+    """
+    Add C{backlog=N} to a server endpoint description that lacks one and
+    whose type takes one (looking through an C{haproxy:} prefix).
+    """
+    kind, _, rest = description.partition(":")
+    if kind == "haproxy":
+        kind = rest.partition(":")[0]
+    if kind not in _BACKLOG_TYPES or "backlog=" in description:
+        return description
+    return f"{description}:backlog={backlog}"
+
+
+def _describeListenError(error: BaseException) -> str:
+    if isinstance(error, CannotListenError) and isinstance(error.socketError, OSError):
+        return error.socketError.strerror or str(error.socketError)
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error)
+
+
+class HelloService(MultiService):
+    """
+    Serve one L{HelloServerFactory} on any number of endpoints.
+
+    Starting it listens on every endpoint at once, before the reactor runs,
+    so that an address in use or a malformed socket path stops the program
+    with one clear line.  Stopping it stops listening, then gives exchanges
+    in flight up to C{shutdownTimeout} seconds to finish.
+
+    :ivar factory: The factory every listener serves.
+    :ivar shutdownTimeout: Seconds open exchanges get to finish on stop.
+    :ivar backlog: The listen queue length of endpoints that do not set one.
+    """
+
+    def __init__(
+        self,
+        factory: HelloServerFactory,
+        reactor: IReactorCore,
+        shutdownTimeout: float = 5.0,
+        handleSignals: bool = True,
+        backlog: int = DEFAULT_BACKLOG,
+    ) -> None:
+        MultiService.__init__(self)
+        self.factory = factory
+        self.shutdownTimeout = shutdownTimeout
+        self._reactor = reactor
+        self._handleSignals = handleSignals
+        self._backlog = backlog
+        self._stopping = False
+
+    def listen(self, description: str) -> None:
+        """
+        Add a listener on the server endpoint C{description}, with the
+        service's backlog unless the description sets one.
+        """
+        listener = listenerService(
+            withBacklog(description, self._backlog), self.factory, reactor=self._reactor
+        )
+        listener.setName(description)
+        listener.setServiceParent(self)
+
+    def privilegedStartService(self) -> None:
+        """
+        Listen on every endpoint (C{twistd} calls this before dropping
+        privileges).
+        """
+        self._startListeners(privileged=True)
+
+    def startService(self) -> None:
+        """
+        Listen on every endpoint not listening yet, and take over SIGTERM and
+        SIGINT once the reactor runs.
+        """
+        self._startListeners(privileged=False)
+        if self._handleSignals:
+            self._reactor.callWhenRunning(self._takeOverSignals)
+
+    def _startListeners(self, privileged: bool) -> None:
+        if privileged:
+            MultiService.privilegedStartService(self)
+        else:
+            self.running = True
+        for listener in self:
+            try:
+                if privileged:
+                    listener.privilegedStartService()
+                else:
+                    listener.startService()
+            except Exception as error:
+                raise SystemExit(
+                    f"hellotcp: error: cannot listen on {listener.name}: "
+                    f"{_describeListenError(error)}"
+                ) from None
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop listening, then wait for open exchanges (up to
+        C{shutdownTimeout} seconds).
+        """
+        self._stopping = True
+        stopped: Deferred[None] = Deferred.fromCoroutine(self._stop())
+        return stopped
+
+    async def _stop(self) -> None:
+        draining = self.factory.stopGracefully(self.shutdownTimeout)
+        await MultiService.stopService(self)
+        await draining
+
+    def _takeOverSignals(self) -> None:
+        # Twisted's own handlers make twist and twistd die by the signal
+        # (exit status 143 or 130); a requested stop is a success, so these
+        # stop the reactor and let the process exit 0.
+        signal.signal(signal.SIGTERM, self._stopOnSignal)
+        signal.signal(signal.SIGINT, self._stopOnSignal)
+
+    def _stopOnSignal(self, number: int, frame: FrameType | None) -> None:
+        # A signal handler may run between any two bytecodes of the reactor;
+        # hand the work to the reactor's own loop.
+        fromThreads = cast(IReactorFromThreads, self._reactor)
+        fromThreads.callFromThread(self._stopRequested, signal.Signals(number).name)
+
+    def _stopRequested(self, name: str) -> None:
+        if self._stopping:
+            _log.warn("{signal} again: aborting open exchanges now", signal=name)
+            self.factory.abortAll()
+            return
+        _log.info(
+            "{signal}: stopping; open exchanges get {timeout} s to finish",
+            signal=name,
+            timeout=self.shutdownTimeout,
+        )
+        self._reactor.stop()
+
+
+def raiseFileLimit(needed: int) -> int:
+    """
+    Raise the soft limit on open files towards C{needed}, as far as the hard
+    limit allows: each connection holds a descriptor.
+
+    :returns: The soft limit now in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = wanted
+    return soft

@@ -1,0 +1,155 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The C{twist hellotcp} (and C{twistd hellotcp}) plugin: command-line options
+to a running service.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.python import usage
+
+from ._options import OneLineErrorOptions, number
+from .protocol import DEFAULT_GREETING, HelloServerFactory, ServerSettings
+from .service import DEFAULT_BACKLOG, HelloService, raiseFileLimit
+
+DEFAULT_LISTEN = "tcp:5000:interface=127.0.0.1"
+"""Where the server listens unless told otherwise: the classic server's
+address, on loopback only."""
+
+_defaults = ServerSettings()
+
+
+class Options(OneLineErrorOptions):
+    """
+    Options of C{twist hellotcp}.
+
+    :ivar reactor: The reactor that endpoints are parsed and served with
+        (tests put a memory reactor here before parsing).
+    """
+
+    synopsis = "[--listen ENDPOINT]... [options]"
+    longdesc = (
+        "Serve the hellotcp greeting: each client sends one short message, "
+        "which is logged, and is answered with the greeting before the "
+        "connection closes."
+    )
+
+    optParameters = [
+        [
+            "greeting",
+            None,
+            DEFAULT_GREETING.decode(),
+            "The answer sent to each client.",
+        ],
+        [
+            "timeout",
+            None,
+            str(_defaults.timeout),
+            "Seconds a connection may stay silent before it is closed.",
+        ],
+        [
+            "max-message-bytes",
+            None,
+            str(_defaults.maxMessageBytes),
+            "Longest message kept; a longer one is cut there, logged as "
+            "too-long, and still answered.",
+        ],
+        [
+            "max-connections",
+            None,
+            str(_defaults.maxConnections),
+            "Connections served at once; more are closed at once and logged.",
+        ],
+        [
+            "message-gap",
+            None,
+            str(_defaults.messageGap),
+            "Seconds of silence that end a message sent without a line feed.",
+        ],
+        [
+            "backlog",
+            None,
+            str(DEFAULT_BACKLOG),
+            "Listen queue length for tcp, tcp6, ssl and unix endpoints that "
+            "do not set backlog= themselves.",
+        ],
+        [
+            "shutdown-timeout",
+            None,
+            "5",
+            "Seconds open exchanges get to finish after SIGTERM or SIGINT.",
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self.reactor: IReactorCore | None = None
+
+    def opt_listen(self, description: str) -> None:
+        """
+        Listen on this Twisted server endpoint (repeatable), e.g.
+        tcp:5000:interface=127.0.0.1, tcp6:5000:interface=\\:\\:1,
+        unix:/run/hellotcp.sock, ssl:5001:privateKey=key.pem:certKey=cert.pem.
+        [default: tcp:5000:interface=127.0.0.1]
+        """
+        if description in self["listen"]:
+            raise usage.UsageError(f"--listen {description} is given twice")
+        self["listen"].append(description)
+
+    # usage.Options shows a docstring as it stands, indentation included.
+    opt_listen.__doc__ = " ".join((opt_listen.__doc__ or "").split())
+    opt_l = opt_listen
+
+    def postOptions(self) -> None:
+        """
+        Check every value and turn it into the settings of the service.
+        """
+        if self.reactor is None:
+            from twisted.internet import reactor
+
+            self.reactor = cast(IReactorCore, reactor)
+        greeting = self["greeting"].encode("utf-8")
+        if not greeting:
+            raise usage.UsageError("--greeting must not be empty")
+        self["settings"] = ServerSettings(
+            greeting=greeting,
+            timeout=number(float, "timeout", self["timeout"]),
+            maxMessageBytes=number(int, "max-message-bytes", self["max-message-bytes"]),
+            maxConnections=number(int, "max-connections", self["max-connections"]),
+            messageGap=number(float, "message-gap", self["message-gap"]),
+        )
+        self["shutdown-timeout"] = number(
+            float, "shutdown-timeout", self["shutdown-timeout"], zeroAllowed=True
+        )
+        self["backlog"] = number(int, "backlog", self["backlog"])
+        self["listen"] = self["listen"] or [DEFAULT_LISTEN]
+        for description in self["listen"]:
+            try:
+                serverFromString(self.reactor, description)
+            except Exception as error:
+                raise usage.UsageError(
+                    f"--listen {description}: {error}".rstrip(": ")
+                ) from None
+
+
+def makeService(config: Options) -> HelloService:
+    """
+    Build the service C{twist hellotcp} runs from parsed L{Options}.
+    """
+    reactor: Any = config.reactor
+    settings: ServerSettings = config["settings"]
+    factory = HelloServerFactory(settings, cast(IReactorTime, reactor))
+    # Each connection holds a descriptor; leave room for the listeners and
+    # the log files.
+    raiseFileLimit(settings.maxConnections + 64)
+    service = HelloService(
+        factory, reactor, config["shutdown-timeout"], backlog=config["backlog"]
+    )
+    for description in config["listen"]:
+        service.listen(description)
+    return service
