@@ -1,0 +1,3 @@
+"""
+Tests for hellotcp, run with C{python -m twisted.trial tests}.
+"""

@@ -1,0 +1,576 @@
+"""
+Unit tests for L{hellotcp.protocol}, on in-memory transports and clocks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import (
+    HostnameAddress,
+    IPv4Address,
+    IPv6Address,
+    UNIXAddress,
+)
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import (
+    IProtocolFactory,
+    ISSLTransport,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import alsoProvides, implementer
+
+from hellotcp import protocol as protocolModule
+from hellotcp.protocol import (
+    DEFAULT_GREETING,
+    HelloClientProtocol,
+    HelloServerFactory,
+    HelloServerProtocol,
+    NoGreetingError,
+    ResponseTooLongError,
+    ServerSettings,
+    formatAddress,
+    greet,
+)
+
+PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+
+
+def captureLogs(testCase: SynchronousTestCase) -> EventLoggingObserver:
+    """
+    Collect what L{hellotcp.protocol} logs during C{testCase}.
+
+    The events are taken before they reach the global publisher, because
+    trial's legacy log observer rewrites the C{message} field of every event
+    it sees (legacy observers reserve that key).
+    """
+    events = EventLoggingObserver()
+    testCase.patch(
+        protocolModule, "_log", Logger(namespace="hellotcp.protocol", observer=events)
+    )
+    return events
+
+
+class HalfCloseableTransport(StringTransport):
+    """
+    A L{StringTransport} that can close its writing side, as TCP can.
+
+    :ivar writeClosed: Whether L{loseWriteConnection} was called.
+    """
+
+    writeClosed = False
+
+    def loseWriteConnection(self) -> None:
+        """
+        Record the half-close.
+        """
+        self.writeClosed = True
+
+
+class ServerHarness:
+    """
+    One server connection on an in-memory transport and clock.
+    """
+
+    def __init__(
+        self,
+        testCase: SynchronousTestCase,
+        settings: ServerSettings = ServerSettings(),
+        transport: StringTransport | None = None,
+    ) -> None:
+        self.clock = Clock()
+        self.factory = HelloServerFactory(settings, self.clock)
+        self.settings = settings
+        self.events = captureLogs(testCase)
+        self.transport = transport or HalfCloseableTransport(peerAddress=PEER)
+        protocol = self.factory.buildProtocol(PEER)
+        assert protocol is not None
+        self.protocol: HelloServerProtocol = protocol
+        protocol.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        """
+        Deliver C{data} to the server as if it arrived from the client.
+        """
+        self.protocol.dataReceived(data)
+
+    def close(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        """
+        Tell the server the connection has closed.
+        """
+        self.protocol.connectionLost(reason)
+
+    def exchanges(self) -> list[dict[str, Any]]:
+        """
+        The exchange events the server has logged.
+        """
+        return [dict(event) for event in self.events if "outcome" in event]
+
+
+class ServerProtocolTests(SynchronousTestCase):
+    """
+    The framing and answers of L{HelloServerProtocol}.
+    """
+
+    def test_unterminatedMessageAnsweredAfterGap(self) -> None:
+        """
+        A message with no terminator (the classic blocking-socket client) is
+        answered once the gap passes with no new byte, and the server then
+        half-closes.
+        """
+        server = ServerHarness(self)
+        server.send(b"Hello, server!")
+        server.clock.advance(server.settings.messageGap * 0.99)
+        self.assertEqual(server.transport.value(), b"")
+        server.clock.advance(server.settings.messageGap * 0.02)
+        self.assertEqual(server.transport.value(), DEFAULT_GREETING)
+        self.assertTrue(server.transport.writeClosed)  # type: ignore[attr-defined]
+        self.assertFalse(server.transport.disconnecting)
+        server.close()
+        [event] = server.exchanges()
+        self.assertEqual(event["message"], "Hello, server!")
+        self.assertEqual(event["outcome"], "greeted")
+        self.assertEqual(event["bytes"], 14)
+        self.assertEqual(event["peer"], "127.0.0.1:40000")
+        self.assertAlmostEqual(event["duration"], server.settings.messageGap * 1.01)
+
+    def test_lineFeedEndsMessage(self) -> None:
+        """
+        A line feed ends the message at once; a carriage return before it is
+        not part of the message.
+        """
+        server = ServerHarness(self)
+        server.send(b"Hello, server!\r\n")
+        self.assertEqual(server.transport.value(), DEFAULT_GREETING)
+        server.close()
+        [event] = server.exchanges()
+        self.assertEqual(event["message"], "Hello, server!")
+        self.assertEqual(event["duration"], 0)
+
+    def test_trickledMessageAnsweredOnce(self) -> None:
+        """
+        Bytes arriving one at a time, a few milliseconds apart, make one
+        message, logged once and answered once.
+        """
+        server = ServerHarness(self)
+        for byte in b"Hello, server!":
+            server.send(bytes([byte]))
+            server.clock.advance(0.005)
+            self.assertEqual(server.transport.value(), b"")
+        server.send(b"\n")
+        server.clock.advance(10)
+        server.close()
+        self.assertEqual(server.transport.value(), DEFAULT_GREETING)
+        [event] = server.exchanges()
+        self.assertEqual(event["message"], "Hello, server!")
+
+    def test_halfCloseEndsMessage(self) -> None:
+        """
+        The client's half-close ends the message; the server answers and
+        closes all of the connection, since the client has closed its side.
+        """
+        server = ServerHarness(self)
+        server.send(b"Hello")
+        server.protocol.readConnectionLost()
+        self.assertEqual(server.transport.value(), DEFAULT_GREETING)
+        self.assertTrue(server.transport.disconnecting)
+        server.close()
+        self.assertEqual(server.exchanges()[0]["message"], "Hello")
+
+    def test_bytesAfterMessageDiscarded(self) -> None:
+        """
+        Bytes after the message are read and discarded, without a second
+        answer; the server closes fully once the client closes its side.
+        """
+        server = ServerHarness(self)
+        server.send(b"Hello\nmore")
+        server.send(b"x" * 100_000)
+        self.assertEqual(server.transport.value(), DEFAULT_GREETING)
+        self.assertFalse(server.transport.disconnecting)
+        server.protocol.readConnectionLost()
+        self.assertTrue(server.transport.disconnecting)
+        self.assertFalse(server.transport.disconnected)
+
+    def test_lingerBounded(self) -> None:
+        """
+        A client that neither closes nor stops sending after the answer is
+        aborted once the linger time passes.
+        """
+        server = ServerHarness(self)
+        server.send(b"Hello\n")
+        server.clock.advance(server.settings.linger * 0.9)
+        server.send(b"still talking")
+        self.assertFalse(server.transport.disconnected)
+        server.clock.advance(server.settings.linger * 0.2)
+        self.assertTrue(server.transport.disconnected)
+
+    def test_lingerAfterGap(self) -> None:
+        """
+        The linger time also bounds a connection answered after a gap.
+        """
+        server = ServerHarness(self)
+        server.send(b"Hello")
+        server.clock.advance(server.settings.messageGap)
+        server.clock.advance(server.settings.linger)
+        self.assertTrue(server.transport.disconnected)
+
+    def test_tooLong(self) -> None:
+        """
+        A message longer than the maximum is cut there, logged as
+        C{too-long}, and still answered; nothing more is buffered.
+        """
+        server = ServerHarness(self, ServerSettings(maxMessageBytes=10))
+        server.send(b"0123456789A")
+        self.assertEqual(server.transport.value(), DEFAULT_GREETING)
+        server.send(b"B" * 10_000)
+        self.assertEqual(server.protocol._buffer, b"")
+        server.close()
+        [event] = server.exchanges()
+        self.assertEqual(event["outcome"], "too-long")
+        self.assertEqual(event["message"], "0123456789")
+        self.assertEqual(event["bytes"], 10)
+
+    def test_maximumLengthWithTerminator(self) -> None:
+        """
+        A message of exactly the maximum followed by a line feed is a normal
+        message.
+        """
+        server = ServerHarness(self, ServerSettings(maxMessageBytes=10))
+        server.send(b"0123456789\n")
+        server.close()
+        self.assertEqual(server.exchanges()[0]["outcome"], "greeted")
+
+    def test_lineFeedBeyondMaximum(self) -> None:
+        """
+        A line feed past the maximum does not save an over-long message.
+        """
+        server = ServerHarness(self, ServerSettings(maxMessageBytes=10))
+        server.send(b"01234")
+        server.send(b"56789AB\n")
+        server.close()
+        [event] = server.exchanges()
+        self.assertEqual(event["outcome"], "too-long")
+        self.assertEqual(event["message"], "0123456789")
+
+    def test_idleTimeout(self) -> None:
+        """
+        A client that sends nothing is closed after the timeout, and the
+        timeout is logged.
+        """
+        server = ServerHarness(self, ServerSettings(timeout=3))
+        server.clock.advance(2.9)
+        self.assertFalse(server.transport.disconnecting)
+        server.clock.advance(0.1)
+        self.assertTrue(server.transport.disconnecting)
+        self.assertEqual(server.transport.value(), b"")
+        server.close()
+        [event] = server.exchanges()
+        self.assertEqual(event["outcome"], "timeout")
+        self.assertEqual(event["bytes"], 0)
+
+    def test_binaryMessageLoggedEscaped(self) -> None:
+        """
+        Bytes that are not text, or are control characters, are logged
+        escaped, and answered as usual.
+        """
+        server = ServerHarness(self)
+        server.send(b"\xff\x00\x1b[2J\n")
+        server.close()
+        self.assertEqual(server.transport.value(), DEFAULT_GREETING)
+        [event] = server.exchanges()
+        self.assertEqual(event["message"], "\\xff\\x00\\x1b[2J")
+        self.assertEqual(event["bytes"], 6)
+
+    def test_clientGoneBeforeMessage(self) -> None:
+        """
+        A client that disconnects mid-message is logged as C{lost}, with what
+        it sent, and gets no timer left behind.
+        """
+        server = ServerHarness(self)
+        server.send(b"Hel")
+        server.close(Failure(ConnectionLost()))
+        [event] = server.exchanges()
+        self.assertEqual(event["outcome"], "lost")
+        self.assertEqual(event["message"], "Hel")
+        self.assertEqual(server.clock.getDelayedCalls(), [])
+
+    def test_oneTimerPerConnection(self) -> None:
+        """
+        Whatever the phase, a connection has at most one pending timer.
+        """
+        server = ServerHarness(self)
+        self.assertEqual(len(server.clock.getDelayedCalls()), 1)
+        server.send(b"He")
+        self.assertEqual(len(server.clock.getDelayedCalls()), 1)
+        server.clock.advance(server.settings.messageGap)
+        self.assertEqual(len(server.clock.getDelayedCalls()), 1)
+        server.close()
+        self.assertEqual(server.clock.getDelayedCalls(), [])
+
+    def test_tlsTransportClosedNotHalfClosed(self) -> None:
+        """
+        Over TLS the server closes with C{loseConnection} (a close alert):
+        half-closing the TCP connection beneath would cut the TLS stream.
+        """
+        transport = HalfCloseableTransport(peerAddress=PEER)
+        alsoProvides(transport, ISSLTransport)
+        server = ServerHarness(self, transport=transport)
+        server.send(b"Hello\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.writeClosed)
+
+    def test_customGreeting(self) -> None:
+        """
+        The greeting comes from the settings.
+        """
+        server = ServerHarness(self, ServerSettings(greeting=b"Bonjour"))
+        server.send(b"Hello\n")
+        self.assertEqual(server.transport.value(), b"Bonjour")
+
+
+class ServerSettingsTests(SynchronousTestCase):
+    """
+    L{ServerSettings} refuses values that would break the server.
+    """
+
+    def test_refusesNonPositive(self) -> None:
+        """
+        Times must be positive and limits at least 1.
+        """
+        for name in (
+            "timeout",
+            "messageGap",
+            "linger",
+            "maxMessageBytes",
+            "maxConnections",
+        ):
+            self.assertRaises(ValueError, ServerSettings, **{name: 0})
+
+
+class ServerFactoryTests(SynchronousTestCase):
+    """
+    L{HelloServerFactory} limits and stops its connections.
+    """
+
+    def connect(
+        self, factory: HelloServerFactory
+    ) -> tuple[HelloServerProtocol, StringTransport]:
+        protocol = factory.buildProtocol(PEER)
+        assert protocol is not None
+        transport = HalfCloseableTransport(peerAddress=PEER)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_maxConnections(self) -> None:
+        """
+        Beyond C{maxConnections} open connections, new ones are refused (so
+        Twisted closes them at once) and the refusal is logged; a closed
+        connection frees its slot.
+        """
+        events = captureLogs(self)
+        factory = HelloServerFactory(ServerSettings(maxConnections=2), Clock())
+        first, _ = self.connect(factory)
+        self.connect(factory)
+        self.assertIsNone(factory.buildProtocol(PEER))
+        [refusal] = [e for e in events if e.get("outcome") == "refused"]
+        self.assertEqual(refusal["reason"], "max-connections")
+        self.assertEqual(refusal["peer"], "127.0.0.1:40000")
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(factory.buildProtocol(PEER))
+
+    def test_stopGracefullyWaits(self) -> None:
+        """
+        L{HelloServerFactory.stopGracefully} refuses new connections and
+        fires once the open ones have finished.
+        """
+        clock = Clock()
+        factory = HelloServerFactory(ServerSettings(), clock)
+        protocol, transport = self.connect(factory)
+        stopped = factory.stopGracefully(5)
+        self.assertNoResult(stopped)
+        self.assertIsNone(factory.buildProtocol(PEER))
+        protocol.dataReceived(b"Hello\n")
+        self.assertEqual(transport.value(), DEFAULT_GREETING)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNone(self.successResultOf(stopped))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_stopGracefullyAborts(self) -> None:
+        """
+        Connections still open when the shutdown timeout passes are aborted
+        and logged as C{shutdown}.
+        """
+        events = captureLogs(self)
+        clock = Clock()
+        factory = HelloServerFactory(ServerSettings(), clock)
+        protocol, transport = self.connect(factory)
+        stopped = factory.stopGracefully(5)
+        clock.advance(5)
+        self.assertTrue(transport.disconnected)
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.successResultOf(stopped)
+        self.assertEqual([e["outcome"] for e in events if "outcome" in e], ["shutdown"])
+
+    def test_stopGracefullyIdle(self) -> None:
+        """
+        With no connection open, stopping is immediate.
+        """
+        factory = HelloServerFactory(ServerSettings(), Clock())
+        self.successResultOf(factory.stopGracefully(5))
+
+
+class FormatAddressTests(SynchronousTestCase):
+    """
+    L{formatAddress} writes addresses the way people do.
+    """
+
+    def test_kinds(self) -> None:
+        """
+        IPv4, IPv6 and UNIX addresses, and anything else.
+        """
+        self.assertEqual(formatAddress(PEER), "127.0.0.1:40000")
+        self.assertEqual(formatAddress(IPv6Address("TCP", "::1", 5)), "[::1]:5")
+        self.assertEqual(formatAddress(UNIXAddress(b"/tmp/s")), "/tmp/s")
+        self.assertEqual(formatAddress(UNIXAddress(None)), "unix")
+        self.assertEqual(formatAddress(UNIXAddress("/tmp/t")), "/tmp/t")
+        other = HostnameAddress(b"example.com", 5)
+        self.assertEqual(formatAddress(other), str(other))
+
+
+class ClientProtocolTests(SynchronousTestCase):
+    """
+    L{HelloClientProtocol} sends its message and collects the answer.
+    """
+
+    def test_sendsThenHalfCloses(self) -> None:
+        """
+        Over TCP the message goes out exactly as given, then a half-close.
+        """
+        client = HelloClientProtocol(b"Hello, server!")
+        transport = HalfCloseableTransport()
+        client.makeConnection(transport)
+        self.assertEqual(transport.value(), b"Hello, server!")
+        self.assertTrue(transport.writeClosed)
+        client.dataReceived(b"Hello, ")
+        client.dataReceived(b"client!")
+        self.assertNoResult(client.response)
+        client.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.successResultOf(client.response), b"Hello, client!")
+
+    def test_lineFeedWhereNoHalfClose(self) -> None:
+        """
+        Where the transport cannot half-close (TLS), a line feed ends the
+        message, unless it has one already.
+        """
+        for message, sent in [(b"Hi", b"Hi\n"), (b"Hi\n", b"Hi\n")]:
+            client = HelloClientProtocol(message)
+            transport = HalfCloseableTransport()
+            alsoProvides(transport, ISSLTransport)
+            client.makeConnection(transport)
+            self.assertEqual(transport.value(), sent)
+            self.assertFalse(transport.writeClosed)
+
+    def test_noGreeting(self) -> None:
+        """
+        A server that closes without a byte fails the response with
+        L{NoGreetingError}.
+        """
+        client = HelloClientProtocol(b"Hi")
+        client.makeConnection(HalfCloseableTransport())
+        client.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(client.response, NoGreetingError)
+
+    def test_lostWithoutAnswer(self) -> None:
+        """
+        A connection lost uncleanly before any answer fails with its reason.
+        """
+        client = HelloClientProtocol(b"Hi")
+        client.makeConnection(HalfCloseableTransport())
+        client.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(client.response, ConnectionLost)
+
+    def test_tooLong(self) -> None:
+        """
+        More than 64 KiB of answer fails the response and aborts the
+        connection.
+        """
+        client = HelloClientProtocol(b"Hi")
+        transport = HalfCloseableTransport()
+        client.makeConnection(transport)
+        client.dataReceived(b"x" * 65536)
+        self.assertNoResult(client.response)
+        client.dataReceived(b"x")
+        self.failureResultOf(client.response, ResponseTooLongError)
+        self.assertTrue(transport.disconnected)
+        client.connectionLost(Failure(ConnectionLost()))
+
+    def test_cancelAborts(self) -> None:
+        """
+        Cancelling the response aborts the connection.
+        """
+        client = HelloClientProtocol(b"Hi")
+        transport = HalfCloseableTransport()
+        client.makeConnection(transport)
+        client.response.cancel()
+        self.assertTrue(transport.disconnected)
+        self.failureResultOf(client.response, CancelledError)
+
+
+@implementer(IStreamClientEndpoint)
+class InstantEndpoint:
+    """
+    A client endpoint that connects at once to an in-memory transport.
+    """
+
+    def __init__(self) -> None:
+        self.transport = HalfCloseableTransport()
+        self.protocol: Protocol | None = None
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[Protocol]:
+        """
+        Connect a protocol from C{factory} to L{transport}.
+        """
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+        assert protocol is not None
+        protocol.makeConnection(self.transport)
+        self.protocol = protocol
+        return succeed(protocol)
+
+
+class GreetTests(SynchronousTestCase):
+    """
+    L{greet} runs one exchange on any endpoint.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.endpoint = InstantEndpoint()
+
+    def test_answer(self) -> None:
+        """
+        L{greet} sends the message (text as UTF-8) and fires with the answer.
+        """
+        answer = greet(self.clock, self.endpoint, "Grüß", timeout=5)
+        self.assertEqual(self.endpoint.transport.value(), "Grüß".encode())
+        assert self.endpoint.protocol is not None
+        self.endpoint.protocol.dataReceived(b"Hello, client!")
+        self.endpoint.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.successResultOf(answer), b"Hello, client!")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timeout(self) -> None:
+        """
+        With no answer within the timeout, L{greet} aborts the connection and
+        fails with L{TimeoutError}.
+        """
+        answer = greet(self.clock, self.endpoint, b"Hi", timeout=5)
+        self.clock.advance(5)
+        self.assertTrue(self.endpoint.transport.disconnected)
+        self.failureResultOf(answer, TimeoutError)
