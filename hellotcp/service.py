@@ -11,7 +11,7 @@ import signal
 from types import FrameType
 from typing import cast
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.application.strports import service as listenerService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
@@ -110,10 +110,12 @@ class HelloService(MultiService):
             self._reactor.callWhenRunning(self._takeOverSignals)
 
     def _startListeners(self, privileged: bool) -> None:
+        # MultiService's own start methods would let the first error escape
+        # as a traceback; each listener is started here instead.
         if privileged:
-            MultiService.privilegedStartService(self)
+            Service.privilegedStartService(self)
         else:
-            self.running = True
+            Service.startService(self)
         for listener in self:
             try:
                 if privileged:

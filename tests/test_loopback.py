@@ -1,0 +1,360 @@
+"""
+Integration tests on real loopback sockets: hellotcp against blocking-socket
+peers, and against itself at scale.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from hellotcp import HelloServerFactory, ServerSettings, greet
+
+_T = TypeVar("_T")
+TIMEOUT = 10.0
+"""No socket operation in these tests may take longer than this."""
+
+
+def inThread(function: Callable[..., _T], *args: Any) -> Deferred[_T]:
+    """
+    Run a blocking-socket peer in a thread, so the reactor under test keeps
+    serving while it waits.
+    """
+    return deferToThread(function, *args)
+
+
+def connect(port: int) -> socket.socket:
+    """
+    A blocking client socket connected to the server under test.
+    """
+    return socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+
+
+def readToEnd(sock: socket.socket) -> bytes:
+    """
+    Read until the server closes.
+    """
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def classicClient(port: int) -> tuple[bytes, float]:
+    """
+    The classic blocking-socket client: send without terminator or
+    half-close, one C{recv(1024)}, close.
+
+    :returns: What the one C{recv} returned, and the seconds it took.
+    """
+    started = time.monotonic()
+    with connect(port) as sock:
+        sock.sendall(b"Hello, server!")
+        answer = sock.recv(1024)
+    return answer, time.monotonic() - started
+
+
+class LoopbackServerTests(TestCase):
+    """
+    L{HelloServerFactory} on a real loopback port.
+    """
+
+    def startServer(self, settings: ServerSettings = ServerSettings()) -> int:
+        """
+        Listen on an ephemeral loopback port for the length of the test.
+        """
+        self.factory = HelloServerFactory(settings)
+        port: IListeningPort = reactor.listenTCP(  # type: ignore[attr-defined]
+            0, self.factory, backlog=1024, interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        return int(port.getHost().port)
+
+    async def test_classicClient(self) -> None:
+        """
+        The classic client (no terminator, no half-close, one C{recv})
+        receives exactly the greeting within 100 ms.
+        """
+        port = self.startServer()
+        answer, seconds = await inThread(classicClient, port)
+        self.assertEqual(answer, b"Hello, client!")
+        self.assertLess(seconds, 0.1)
+
+    async def test_lineThenEOF(self) -> None:
+        """
+        A client sending a line and reading to EOF gets the greeting, then
+        EOF.
+        """
+        port = self.startServer()
+
+        def client() -> bytes:
+            with connect(port) as sock:
+                sock.sendall(b"Hello, server!\n")
+                return readToEnd(sock)
+
+        self.assertEqual(await inThread(client), b"Hello, client!")
+
+    async def test_trickle(self) -> None:
+        """
+        A message written a byte at a time, a few ms apart, then a line
+        feed, is answered once.
+        """
+        port = self.startServer()
+
+        def client() -> bytes:
+            with connect(port) as sock:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for byte in b"Hello, server!\n":
+                    sock.sendall(bytes([byte]))
+                    time.sleep(0.005)
+                return readToEnd(sock)
+
+        self.assertEqual(await inThread(client), b"Hello, client!")
+
+    async def test_halfClose(self) -> None:
+        """
+        A client that sends and shuts down its writing side is greeted.
+        """
+        port = self.startServer()
+
+        def client() -> bytes:
+            with connect(port) as sock:
+                sock.sendall(b"Hello, server!")
+                sock.shutdown(socket.SHUT_WR)
+                return readToEnd(sock)
+
+        self.assertEqual(await inThread(client), b"Hello, client!")
+
+    async def test_keepsSending(self) -> None:
+        """
+        A client that goes on sending after its message still reads the
+        whole greeting: the server does not reset a connection that holds
+        unread bytes.
+        """
+        port = self.startServer()
+
+        def client() -> bytes:
+            with connect(port) as sock:
+                sock.sendall(b"Hello, server!\n")
+                received = b""
+                deadline = time.monotonic() + 0.5
+                sock.settimeout(0.01)
+                while time.monotonic() < deadline:
+                    try:
+                        sock.send(b"x" * 4096)
+                    except OSError:
+                        break
+                    try:
+                        chunk = sock.recv(1024)
+                    except TimeoutError:
+                        continue
+                    if not chunk:
+                        break
+                    received += chunk
+                return received
+
+        self.assertEqual(await inThread(client), b"Hello, client!")
+
+    async def test_tooLongThenOthersServed(self) -> None:
+        """
+        A message far beyond the maximum is cut, answered, and the server
+        goes on serving the next client.
+        """
+        port = self.startServer(ServerSettings(maxMessageBytes=1024))
+
+        def client() -> bytes:
+            with connect(port) as sock:
+                sock.sendall(b"A" * 100_000 + b"\n")
+                sock.shutdown(socket.SHUT_WR)
+                return readToEnd(sock)
+
+        self.assertEqual(await inThread(client), b"Hello, client!")
+        self.assertEqual((await inThread(classicClient, port))[0], b"Hello, client!")
+
+    async def test_idleClosed(self) -> None:
+        """
+        A client that sends nothing is closed by the server after the
+        timeout, with no greeting.
+        """
+        port = self.startServer(ServerSettings(timeout=0.2))
+
+        def client() -> tuple[bytes, float]:
+            started = time.monotonic()
+            with connect(port) as sock:
+                return readToEnd(sock), time.monotonic() - started
+
+        received, seconds = await inThread(client)
+        self.assertEqual(received, b"")
+        self.assertGreaterEqual(seconds, 0.15)
+        self.assertLess(seconds, 5)
+
+    async def test_binary(self) -> None:
+        """
+        Random binary bytes are answered like any message.
+        """
+        port = self.startServer()
+
+        def client() -> bytes:
+            with connect(port) as sock:
+                sock.sendall(bytes(range(256))[11:] + b"\x00\xff")
+                sock.shutdown(socket.SHUT_WR)
+                return readToEnd(sock)
+
+        self.assertEqual(await inThread(client), b"Hello, client!")
+
+    async def test_resetMidMessage(self) -> None:
+        """
+        A client that resets the connection mid-message costs the server
+        nothing: the next client is served.
+        """
+        port = self.startServer()
+
+        def client() -> None:
+            sock = connect(port)
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            sock.sendall(b"Hel")
+            sock.close()
+
+        await inThread(client)
+        self.assertEqual((await inThread(classicClient, port))[0], b"Hello, client!")
+
+    async def test_maxConnections(self) -> None:
+        """
+        Beyond C{--max-connections}, a new connection is closed at once
+        without an answer; the open ones are still served.
+        """
+        port = self.startServer(ServerSettings(maxConnections=2))
+        holders = [await inThread(connect, port) for _ in range(2)]
+        self.addCleanup(lambda: [sock.close() for sock in holders])
+        await self.waitFor(lambda: len(self.factory.connections) == 2)
+
+        def refused() -> bytes:
+            with connect(port) as sock:
+                try:
+                    return readToEnd(sock)
+                except ConnectionResetError:
+                    return b""
+
+        self.assertEqual(await inThread(refused), b"")
+        holders[0].sendall(b"Hello\n")
+        self.assertEqual(await inThread(readToEnd, holders[0]), b"Hello, client!")
+
+    async def waitFor(self, condition: Callable[[], bool]) -> None:
+        """
+        Let the reactor run until C{condition} holds, for at most
+        L{TIMEOUT} seconds.
+        """
+        clock: IReactorTime = reactor  # type: ignore[assignment]
+        deadline = clock.seconds() + TIMEOUT
+        while not condition():
+            self.assertLess(clock.seconds(), deadline, "condition never held")
+            pause: Deferred[None] = Deferred()
+            clock.callLater(0.01, pause.callback, None)
+            await pause
+
+    async def test_thousandConcurrentClients(self) -> None:
+        """
+        With the default settings, 1,000 clients from one address connected
+        at the same time are all answered.
+        """
+        port = self.startServer()
+        tcp: IReactorTCP = reactor  # type: ignore[assignment]
+        endpoint = TCP4ClientEndpoint(tcp, "127.0.0.1", port, timeout=TIMEOUT)
+        protocols = [Protocol() for _ in range(1000)]
+        # Connect all of them first, so that all 1,000 are open at once.
+        connected = await DeferredList(
+            [connectProtocol(endpoint, protocol) for protocol in protocols],
+            fireOnOneErrback=True,
+            consumeErrors=True,
+        )
+        self.assertEqual(len(connected), 1000)
+        # The kernel completes handshakes before Twisted accepts them.
+        await self.waitFor(lambda: len(self.factory.connections) == 1000)
+        answers: list[Deferred[bytes]] = []
+        for protocol in protocols:
+            answer: Deferred[bytes] = Deferred()
+            received: list[bytes] = []
+            protocol.dataReceived = received.append  # type: ignore[method-assign]
+            protocol.connectionLost = (  # type: ignore[method-assign]
+                lambda reason, r=received, a=answer: a.callback(b"".join(r))
+            )
+            protocol.transport.write(b"Hello, server!\n")  # type: ignore[union-attr]
+            answers.append(answer)
+        results = await gatherResults(answers).addTimeout(60, reactor)
+        self.assertEqual(results, [b"Hello, client!"] * 1000)
+
+
+class ClassicServerTests(TestCase):
+    """
+    L{greet} against the classic blocking-socket server.
+    """
+
+    async def test_greetClassicServer(self) -> None:
+        """
+        The classic server receives exactly C{Hello, server!}, and L{greet}
+        returns exactly its answer.
+        """
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        listener.settimeout(TIMEOUT)
+        port = listener.getsockname()[1]
+        received: list[bytes] = []
+
+        def classicServer() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                received.append(connection.recv(1024))
+                connection.sendall(b"Hello, client!")
+
+        serving = threading.Thread(target=classicServer, daemon=True)
+        serving.start()
+        tcp: IReactorTCP = reactor  # type: ignore[assignment]
+        answer = await greet(
+            reactor,  # type: ignore[arg-type]
+            TCP4ClientEndpoint(tcp, "127.0.0.1", port),
+            timeout=TIMEOUT,
+        )
+        serving.join(TIMEOUT)
+        self.assertEqual(answer, b"Hello, client!")
+        self.assertEqual(received, [b"Hello, server!"])
+
+    async def test_serverClosesWithoutAnswer(self) -> None:
+        """
+        A server that closes without a byte makes L{greet} fail with
+        L{hellotcp.NoGreetingError}.
+        """
+        from hellotcp import NoGreetingError
+
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        listener.settimeout(TIMEOUT)
+        port = listener.getsockname()[1]
+
+        def silentServer() -> None:
+            connection, _ = listener.accept()
+            connection.recv(1024)
+            connection.close()
+
+        serving = inThread(silentServer)
+        tcp: IReactorTCP = reactor  # type: ignore[assignment]
+        answer = greet(
+            reactor,  # type: ignore[arg-type]
+            TCP4ClientEndpoint(tcp, "127.0.0.1", port),
+            timeout=TIMEOUT,
+        )
+        await self.assertFailure(answer, NoGreetingError)
+        await serving

@@ -1,0 +1,204 @@
+"""
+Tests for L{hellotcp.tap}: the options of C{twist hellotcp} and the service
+they make.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from hellotcp import tap
+from hellotcp._options import OneLineErrorOptions
+from hellotcp.protocol import HelloServerFactory, ServerSettings
+from hellotcp.service import withBacklog
+
+
+def parse(*argv: str) -> tap.Options:
+    """
+    Parse C{argv} as C{twist hellotcp} would, against a memory reactor.
+    """
+    options = tap.Options()
+    options.reactor = MemoryReactorClock()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    L{tap.Options} turns the command line into settings.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        With no option, the server listens where the classic server did and
+        uses the default settings.
+        """
+        options = parse()
+        self.assertEqual(options["listen"], ["tcp:5000:interface=127.0.0.1"])
+        self.assertEqual(options["settings"], ServerSettings())
+        self.assertEqual(options["settings"].greeting, b"Hello, client!")
+        self.assertEqual(options["settings"].timeout, 10.0)
+        self.assertEqual(options["settings"].maxMessageBytes, 1024)
+        self.assertEqual(options["backlog"], 4096)
+        self.assertEqual(options["shutdown-timeout"], 5.0)
+
+    def test_values(self) -> None:
+        """
+        Every option reaches the settings.
+        """
+        options = parse(
+            "--listen",
+            "tcp:7000",
+            "-l",
+            "unix:/tmp/hello.sock",
+            "--greeting",
+            "Grüß dich",
+            "--timeout",
+            "2.5",
+            "--max-message-bytes",
+            "64",
+            "--max-connections",
+            "3",
+            "--message-gap",
+            "0.1",
+            "--backlog",
+            "10",
+            "--shutdown-timeout",
+            "0",
+        )
+        self.assertEqual(options["listen"], ["tcp:7000", "unix:/tmp/hello.sock"])
+        self.assertEqual(
+            options["settings"],
+            ServerSettings(
+                greeting="Grüß dich".encode(),
+                timeout=2.5,
+                maxMessageBytes=64,
+                maxConnections=3,
+                messageGap=0.1,
+            ),
+        )
+        self.assertEqual(options["backlog"], 10)
+        self.assertEqual(options["shutdown-timeout"], 0)
+
+    def assertOneLineError(self, argv: list[str], expected: str) -> None:
+        """
+        Parsing C{argv} exits with status 2 after one line on standard error.
+        """
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        with self.assertRaises(SystemExit) as raised:
+            parse(*argv)
+        self.assertEqual(raised.exception.code, 2)
+        self.assertEqual(stderr.getvalue(), f"hellotcp: error: {expected}\n")
+
+    def test_badValues(self) -> None:
+        """
+        Each kind of mistake is named in one line.
+        """
+        cases = {
+            ("--timeout", "-1"): "--timeout must be a number greater than 0, not '-1'",
+            (
+                "--timeout",
+                "abc",
+            ): "--timeout must be a number greater than 0, not 'abc'",
+            (
+                "--timeout",
+                "nan",
+            ): "--timeout must be a number greater than 0, not 'nan'",
+            ("--max-connections", "1.5"): (
+                "--max-connections must be a whole number greater than 0, not '1.5'"
+            ),
+            ("--max-message-bytes", "0"): (
+                "--max-message-bytes must be a whole number greater than 0, not '0'"
+            ),
+            ("--shutdown-timeout", "-2"): (
+                "--shutdown-timeout must be a number 0 or more, not '-2'"
+            ),
+            (
+                "--listen",
+                "nosuch:1",
+            ): "--listen nosuch:1: Unknown endpoint type: 'nosuch'",
+            ("--greeting", ""): "--greeting must not be empty",
+            ("--bogus",): "option --bogus not recognized",
+            ("--listen", "tcp:1", "--listen", "tcp:1"): "--listen tcp:1 is given twice",
+        }
+        for argv, expected in cases.items():
+            self.assertOneLineError(list(argv), expected)
+
+    def test_isOneLineErrorOptions(self) -> None:
+        """
+        The plugin's options share the one-line error behaviour.
+        """
+        self.assertTrue(issubclass(tap.Options, OneLineErrorOptions))
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    L{tap.makeService} serves the factory on every endpoint.
+    """
+
+    def test_listens(self) -> None:
+        """
+        Starting the service listens on each endpoint with the backlog,
+        serving one L{HelloServerFactory}.
+        """
+        options = parse(
+            "--listen", "tcp:7000:interface=127.0.0.1", "--listen", "tcp:7001"
+        )
+        service = tap.makeService(options)
+        service.startService()
+        reactor = options.reactor
+        assert isinstance(reactor, MemoryReactorClock)
+        self.assertEqual(
+            [
+                (port, backlog, interface)
+                for port, _, backlog, interface in reactor.tcpServers
+            ],
+            [(7000, 4096, "127.0.0.1"), (7001, 4096, "")],
+        )
+        factories = {factory for _, factory, _, _ in reactor.tcpServers}
+        [factory] = factories
+        self.assertIsInstance(factory, HelloServerFactory)
+        self.assertIs(factory, service.factory)
+        self.assertEqual(factory.settings, options["settings"])
+
+    def test_stopDrains(self) -> None:
+        """
+        Stopping the service stops listening and waits for open exchanges.
+        """
+        options = parse("--listen", "tcp:7000")
+        service = tap.makeService(options)
+        service.startService()
+        stopped = service.stopService()
+        self.successResultOf(stopped)
+        self.assertTrue(service.factory._stopping)
+
+
+class WithBacklogTests(SynchronousTestCase):
+    """
+    L{withBacklog} sets the listen queue where Twisted's default would apply.
+    """
+
+    def test_added(self) -> None:
+        """
+        TCP, TCP6, SSL, UNIX and PROXY-wrapped TCP get the backlog.
+        """
+        for description in (
+            "tcp:5000",
+            "tcp6:5000",
+            "ssl:5000",
+            "unix:/s",
+            "haproxy:tcp:5000",
+        ):
+            self.assertEqual(withBacklog(description, 9), f"{description}:backlog=9")
+
+    def test_kept(self) -> None:
+        """
+        An explicit backlog, or an endpoint type without one, is left alone.
+        """
+        for description in ("tcp:5000:backlog=3", "systemd:domain=INET:index=0"):
+            self.assertEqual(withBacklog(description, 9), description)
