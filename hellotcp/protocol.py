@@ -52,7 +52,7 @@ from twisted.internet.interfaces import (
     ITCPTransport,
     ITransport,
 )
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -284,7 +284,7 @@ class HelloServerProtocol(Protocol):
             self.transport.loseConnection()
 
 
-class HelloServerFactory(Factory):
+class HelloServerFactory(ServerFactory[HelloServerProtocol]):
     """
     Build L{HelloServerProtocol}s, keep count of them, and refuse
     connections beyond C{settings.maxConnections}.

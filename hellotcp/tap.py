@@ -48,7 +48,7 @@ class Options(OneLineErrorOptions):
         [
             "timeout",
             None,
-            str(_defaults.timeout),
+            f"{_defaults.timeout:g}",
             "Seconds a connection may stay silent before it is closed.",
         ],
         [
@@ -67,7 +67,7 @@ class Options(OneLineErrorOptions):
         [
             "message-gap",
             None,
-            str(_defaults.messageGap),
+            f"{_defaults.messageGap:g}",
             "Seconds of silence that end a message sent without a line feed.",
         ],
         [

@@ -13,11 +13,13 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from hellotcp import HelloServerFactory, ServerSettings, greet
@@ -66,6 +68,30 @@ def classicClient(port: int) -> tuple[bytes, float]:
     return answer, time.monotonic() - started
 
 
+class HeldClient(Protocol):
+    """
+    A client that sends only when told, and collects the answer.
+
+    :ivar answer: Fires with everything received once the server closes.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.answer: Deferred[bytes] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Keep the answer.
+        """
+        self.received += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Deliver the answer.
+        """
+        self.answer.callback(self.received)
+
+
 class LoopbackServerTests(TestCase):
     """
     L{HelloServerFactory} on a real loopback port.
@@ -76,11 +102,13 @@ class LoopbackServerTests(TestCase):
         Listen on an ephemeral loopback port for the length of the test.
         """
         self.factory = HelloServerFactory(settings)
-        port: IListeningPort = reactor.listenTCP(  # type: ignore[attr-defined]
-            0, self.factory, backlog=1024, interface="127.0.0.1"
+        port: IListeningPort = reactor.listenTCP(
+            0, self.factory, backlog=1024, interface="127.0.0.1"  # type: ignore[arg-type]
         )
         self.addCleanup(port.stopListening)
-        return int(port.getHost().port)
+        address = port.getHost()
+        assert isinstance(address, IPv4Address)
+        return address.port
 
     async def test_classicClient(self) -> None:
         """
@@ -239,7 +267,8 @@ class LoopbackServerTests(TestCase):
         """
         port = self.startServer(ServerSettings(maxConnections=2))
         holders = [await inThread(connect, port) for _ in range(2)]
-        self.addCleanup(lambda: [sock.close() for sock in holders])
+        for sock in holders:
+            self.addCleanup(sock.close)
         await self.waitFor(lambda: len(self.factory.connections) == 2)
 
         def refused() -> bytes:
@@ -258,7 +287,7 @@ class LoopbackServerTests(TestCase):
         Let the reactor run until C{condition} holds, for at most
         L{TIMEOUT} seconds.
         """
-        clock: IReactorTime = reactor  # type: ignore[assignment]
+        clock: IReactorTime = reactor
         deadline = clock.seconds() + TIMEOUT
         while not condition():
             self.assertLess(clock.seconds(), deadline, "condition never held")
@@ -272,9 +301,9 @@ class LoopbackServerTests(TestCase):
         at the same time are all answered.
         """
         port = self.startServer()
-        tcp: IReactorTCP = reactor  # type: ignore[assignment]
+        tcp: IReactorTCP = reactor
         endpoint = TCP4ClientEndpoint(tcp, "127.0.0.1", port, timeout=TIMEOUT)
-        protocols = [Protocol() for _ in range(1000)]
+        protocols = [HeldClient() for _ in range(1000)]
         # Connect all of them first, so that all 1,000 are open at once.
         connected = await DeferredList(
             [connectProtocol(endpoint, protocol) for protocol in protocols],
@@ -284,16 +313,9 @@ class LoopbackServerTests(TestCase):
         self.assertEqual(len(connected), 1000)
         # The kernel completes handshakes before Twisted accepts them.
         await self.waitFor(lambda: len(self.factory.connections) == 1000)
-        answers: list[Deferred[bytes]] = []
         for protocol in protocols:
-            answer: Deferred[bytes] = Deferred()
-            received: list[bytes] = []
-            protocol.dataReceived = received.append  # type: ignore[method-assign]
-            protocol.connectionLost = (  # type: ignore[method-assign]
-                lambda reason, r=received, a=answer: a.callback(b"".join(r))
-            )
             protocol.transport.write(b"Hello, server!\n")  # type: ignore[union-attr]
-            answers.append(answer)
+        answers = [protocol.answer for protocol in protocols]
         results = await gatherResults(answers).addTimeout(60, reactor)
         self.assertEqual(results, [b"Hello, client!"] * 1000)
 
@@ -322,9 +344,9 @@ class ClassicServerTests(TestCase):
 
         serving = threading.Thread(target=classicServer, daemon=True)
         serving.start()
-        tcp: IReactorTCP = reactor  # type: ignore[assignment]
+        tcp: IReactorTCP = reactor
         answer = await greet(
-            reactor,  # type: ignore[arg-type]
+            reactor,
             TCP4ClientEndpoint(tcp, "127.0.0.1", port),
             timeout=TIMEOUT,
         )
@@ -350,9 +372,9 @@ class ClassicServerTests(TestCase):
             connection.close()
 
         serving = inThread(silentServer)
-        tcp: IReactorTCP = reactor  # type: ignore[assignment]
+        tcp: IReactorTCP = reactor
         answer = greet(
-            reactor,  # type: ignore[arg-type]
+            reactor,
             TCP4ClientEndpoint(tcp, "127.0.0.1", port),
             timeout=TIMEOUT,
         )

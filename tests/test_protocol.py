@@ -15,11 +15,11 @@ from twisted.internet.address import (
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
+    IProtocol,
     IProtocolFactory,
     ISSLTransport,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import Logger
@@ -531,9 +531,9 @@ class InstantEndpoint:
 
     def __init__(self) -> None:
         self.transport = HalfCloseableTransport()
-        self.protocol: Protocol | None = None
+        self.protocol: IProtocol | None = None
 
-    def connect(self, factory: IProtocolFactory) -> Deferred[Protocol]:
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
         """
         Connect a protocol from C{factory} to L{transport}.
         """

@@ -33,7 +33,7 @@ class ListenErrorTests(SynchronousTestCase):
         service = HelloService(
             HelloServerFactory(),
             reactor,
-            handleSignals=False,  # type: ignore[arg-type]
+            handleSignals=False,
         )
         description = f"tcp:{port}:interface=127.0.0.1"
         service.listen(description)
@@ -51,7 +51,7 @@ class ListenErrorTests(SynchronousTestCase):
         service = HelloService(
             HelloServerFactory(),
             reactor,
-            handleSignals=False,  # type: ignore[arg-type]
+            handleSignals=False,
         )
         service.listen("unix:/nonexistent/folder/hello.sock")
         with self.assertRaises(SystemExit) as raised:

@@ -1,0 +1,411 @@
+"""
+The installed commands, run as users run them: C{twist hellotcp},
+C{twistd hellotcp} and C{hellotcp-client}, as subprocesses, from a folder
+outside the checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
+from twisted.logger import eventsFromJSONLogFile
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from .test_loopback import TIMEOUT, classicClient, connect, inThread, readToEnd
+
+BIN = os.path.dirname(sys.executable)
+
+
+def command(name: str) -> str:
+    """
+    The path of an installed console script beside this Python.
+    """
+    return os.path.join(BIN, name)
+
+
+def freePort() -> int:
+    """
+    A loopback TCP port nobody listens on (free a moment ago).
+    """
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        return int(sock.getsockname()[1])
+
+
+class Process(ProcessProtocol):
+    """
+    A subprocess whose output is kept and whose end is awaited.
+
+    :ivar ended: Fires with the exit status (or minus the signal number).
+    """
+
+    def __init__(self) -> None:
+        self.out = b""
+        self.err = b""
+        self.ended: Deferred[int] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        """
+        Keep standard output.
+        """
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        """
+        Keep standard error.
+        """
+        self.err += data
+
+    def processEnded(self, reason: Failure) -> None:
+        """
+        Fire L{ended} with the exit status.
+        """
+        value = reason.value
+        if isinstance(value, ProcessDone):
+            self.ended.callback(0)
+        elif isinstance(value, ProcessTerminated):
+            status = value.exitCode if value.exitCode is not None else -value.signal
+            self.ended.callback(status)
+
+
+class CommandTestCase(TestCase):
+    """
+    Run installed commands in a scratch folder outside the checkout, with an
+    environment that does not point into it.
+    """
+
+    def setUp(self) -> None:
+        self.folder = tempfile.mkdtemp(prefix="hellotcp-test-")
+        self.addCleanup(shutil.rmtree, self.folder, True)
+        self.env = {
+            key: value for key, value in os.environ.items() if key != "PYTHONPATH"
+        }
+
+    def spawn(self, argv: Sequence[str]) -> Process:
+        """
+        Start C{argv}; the test fails unless it ends within L{TIMEOUT}
+        seconds after the test, and it is killed if still running.
+        """
+        process = Process()
+        spawner: IReactorProcess = reactor
+        transport = spawner.spawnProcess(
+            process, argv[0], list(argv), env=self.env, path=self.folder
+        )
+
+        def kill() -> Deferred[int]:
+            if not process.ended.called:
+                transport.signalProcess("KILL")
+            return process.ended
+
+        self.addCleanup(kill)
+        return process
+
+    async def runCommand(self, argv: Sequence[str]) -> tuple[int, str, str]:
+        """
+        Run C{argv} to its end.
+
+        :returns: The exit status, standard output and standard error.
+        """
+        process = self.spawn(argv)
+        status = await process.ended.addTimeout(TIMEOUT, reactor)
+        return status, process.out.decode(), process.err.decode()
+
+    async def startServer(self, argv: Sequence[str], port: int) -> Process:
+        """
+        Start a server command and wait until C{port} answers.
+        """
+        process = self.spawn(argv)
+        clock: IReactorTime = reactor
+        deadline = clock.seconds() + TIMEOUT
+        while True:
+            self.assertFalse(process.ended.called, process.err.decode())
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return process
+            except ConnectionRefusedError:
+                self.assertLess(clock.seconds(), deadline, "server never listened")
+                await deferLater(clock, 0.05)
+
+    def assertOneLine(self, status: int, stderr: str, expected: str) -> None:
+        """
+        The command failed with exactly one line on standard error, holding
+        C{expected}, and no traceback or usage text.
+        """
+        self.assertNotEqual(status, 0)
+        self.assertEqual(len(stderr.splitlines()), 1, stderr)
+        self.assertIn(expected, stderr)
+        self.assertNotIn("Traceback", stderr)
+        self.assertNotIn("Usage", stderr)
+
+
+class TwistTests(CommandTestCase):
+    """
+    C{twist hellotcp}, installed, in a real process.
+    """
+
+    async def test_servesLogsAndStops(self) -> None:
+        """
+        The server greets the classic client and C{hellotcp-client}, logs
+        each exchange as structured JSON, and exits 0 on SIGTERM.
+        """
+        port = freePort()
+        log = os.path.join(self.folder, "hellotcp.log")
+        server = await self.startServer(
+            [
+                command("twist"),
+                "--log-format=json",
+                f"--log-file={log}",
+                "hellotcp",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+            ],
+            port,
+        )
+        answer, _ = await inThread(classicClient, port)
+        self.assertEqual(answer, b"Hello, client!")
+        status, out, err = await self.runCommand(
+            [command("hellotcp-client"), "--connect", f"tcp:127.0.0.1:{port}"]
+        )
+        self.assertEqual((status, out, err), (0, "Hello, client!\n", ""))
+        server.transport.signalProcess("TERM")  # type: ignore[union-attr]
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+        with open(log) as lines:
+            events = list(eventsFromJSONLogFile(lines))
+        # The readiness probe connected and closed: an empty message.
+        exchanges = [e for e in events if e.get("bytes")]
+        self.assertEqual(len(exchanges), 2, events)
+        for event in exchanges:
+            self.assertEqual(event["outcome"], "greeted")
+            self.assertEqual(event["message"], "Hello, server!")
+            self.assertEqual(event["bytes"], 14)
+            self.assertTrue(event["peer"].startswith("127.0.0.1:"))
+            self.assertGreaterEqual(event["duration"], 0)
+
+    async def test_exchangeInFlightFinishesOnSIGTERM(self) -> None:
+        """
+        An exchange whose message has arrived is answered after SIGTERM,
+        before the process exits 0.
+        """
+        port = freePort()
+        server = await self.startServer(
+            [
+                command("twist"),
+                "hellotcp",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--message-gap",
+                "1",
+            ],
+            port,
+        )
+        sock = await inThread(connect, port)
+        self.addCleanup(sock.close)
+        sock.sendall(b"Hello, server!")
+        await deferLater(reactor, 0.3)
+        started = time.monotonic()
+        server.transport.signalProcess("TERM")  # type: ignore[union-attr]
+        self.assertEqual(await inThread(readToEnd, sock), b"Hello, client!")
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+        self.assertLess(time.monotonic() - started, 5)
+
+    async def test_badOption(self) -> None:
+        """
+        A bad option value is one line on standard error and exit status 2.
+        """
+        status, _, err = await self.runCommand(
+            [command("twist"), "hellotcp", "--timeout", "-1"]
+        )
+        self.assertOneLine(status, err, "--timeout must be a number greater than 0")
+        self.assertEqual(status, 2)
+        status, _, err = await self.runCommand(
+            [command("twist"), "hellotcp", "--listen", "tcp:notaport"]
+        )
+        self.assertOneLine(status, err, "--listen tcp:notaport: ")
+
+    async def test_portInUse(self) -> None:
+        """
+        A port in use is one line naming it, and a non-zero exit.
+        """
+        taken = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(taken.close)
+        port = taken.getsockname()[1]
+        status, _, err = await self.runCommand(
+            [
+                command("twist"),
+                "hellotcp",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+            ]
+        )
+        self.assertOneLine(
+            status,
+            err,
+            f"cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use",
+        )
+
+    async def test_help(self) -> None:
+        """
+        C{--help} documents every option with its default.
+        """
+        status, out, _ = await self.runCommand([command("twist"), "hellotcp", "--help"])
+        self.assertEqual(status, 0)
+        text = " ".join(out.split())
+        for option, default in [
+            ("--listen", "tcp:5000:interface=127.0.0.1"),
+            ("--greeting", "Hello, client!"),
+            ("--timeout", "10"),
+            ("--max-message-bytes", "1024"),
+            ("--max-connections", "10000"),
+            ("--backlog", "4096"),
+            ("--shutdown-timeout", "5"),
+            ("--message-gap", "0.04"),
+        ]:
+            self.assertIn(option, text)
+            self.assertIn(f"[default: {default}]", text)
+
+
+class TwistdTests(CommandTestCase):
+    """
+    C{twistd hellotcp} reads the same plugin.
+    """
+
+    async def test_twistd(self) -> None:
+        """
+        C{twistd -n hellotcp} serves and exits 0 on SIGTERM.
+        """
+        port = freePort()
+        server = await self.startServer(
+            [
+                command("twistd"),
+                "--nodaemon",
+                "--pidfile=",
+                "--logfile=-",
+                "hellotcp",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--greeting",
+                "Salut",
+            ],
+            port,
+        )
+        answer, _ = await inThread(classicClient, port)
+        self.assertEqual(answer, b"Salut")
+        server.transport.signalProcess("TERM")  # type: ignore[union-attr]
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+        self.assertIn(b"greeted: Hello, server!", server.out)
+
+
+class ClientCommandTests(CommandTestCase):
+    """
+    C{hellotcp-client}'s errors: one line each, and a non-zero exit.
+    """
+
+    async def test_refused(self) -> None:
+        """
+        Nobody listening: "connection refused", exit status 1.
+        """
+        port = freePort()
+        status, out, err = await self.runCommand(
+            [command("hellotcp-client"), "--connect", f"tcp:127.0.0.1:{port}"]
+        )
+        self.assertOneLine(status, err, f"connection refused by tcp:127.0.0.1:{port}")
+        self.assertEqual((status, out), (1, ""))
+
+    async def test_timeout(self) -> None:
+        """
+        A server that never answers: a timeout after C{--timeout} seconds.
+        """
+        silent = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(silent.close)
+        port = silent.getsockname()[1]
+        status, _, err = await self.runCommand(
+            [
+                command("hellotcp-client"),
+                "--connect",
+                f"tcp:127.0.0.1:{port}",
+                "--timeout",
+                "0.5",
+            ]
+        )
+        self.assertOneLine(status, err, "no answer from")
+        self.assertIn("within 0.5 seconds", err)
+
+    async def test_closedWithoutAnswer(self) -> None:
+        """
+        A server that closes without answering is told apart.
+        """
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        listener.settimeout(TIMEOUT)
+        port = listener.getsockname()[1]
+
+        def closeAtOnce() -> None:
+            connection, _ = listener.accept()
+            connection.recv(1024)
+            connection.close()
+
+        accepting = inThread(closeAtOnce)
+        status, _, err = await self.runCommand(
+            [command("hellotcp-client"), "--connect", f"tcp:127.0.0.1:{port}"]
+        )
+        await accepting
+        self.assertOneLine(status, err, "closed the connection without answering")
+
+    async def test_badArguments(self) -> None:
+        """
+        A malformed endpoint or timeout: one line, exit status 2.
+        """
+        status, _, err = await self.runCommand(
+            [command("hellotcp-client"), "--connect", "bogus:1"]
+        )
+        self.assertOneLine(status, err, "--connect bogus:1: ")
+        self.assertEqual(status, 2)
+        status, _, err = await self.runCommand(
+            [sys.executable, "-m", "hellotcp.client", "--timeout", "soon"]
+        )
+        self.assertOneLine(status, err, "--timeout must be a number greater than 0")
+        self.assertEqual(status, 2)
+
+    async def test_messageOption(self) -> None:
+        """
+        C{--message} is what the server receives, byte for byte (a classic
+        server here).
+        """
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        listener.settimeout(TIMEOUT)
+        port = listener.getsockname()[1]
+
+        def classicServer() -> bytes:
+            connection, _ = listener.accept()
+            with connection:
+                data = connection.recv(1024)
+                connection.sendall(b"Hello, client!")
+                return data
+
+        serving = inThread(classicServer)
+        status, out, _ = await self.runCommand(
+            [
+                sys.executable,
+                "-m",
+                "hellotcp.client",
+                "--connect",
+                f"tcp:localhost:{port}",
+                "--message",
+                "Grüß dich",
+            ]
+        )
+        self.assertEqual(await serving, "Grüß dich".encode())
+        self.assertEqual((status, out), (0, "Hello, client!\n"))
