@@ -82,7 +82,7 @@ def describeFailure(failure: Failure, options: ClientOptions) -> str:
         return f"{where}: the connection was lost before the answer was complete"
     if isinstance(reason, error.ConnectError):
         return f"cannot connect to {where}: {reason}"
-    return f"{where}: {reason or type(reason).__name__}"
+    return f"{where}: {str(reason) or type(reason).__name__}"
 
 
 def _fail(message: str, status: int) -> NoReturn:

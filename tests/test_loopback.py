@@ -103,7 +103,10 @@ class LoopbackServerTests(TestCase):
         """
         self.factory = HelloServerFactory(settings)
         port: IListeningPort = reactor.listenTCP(
-            0, self.factory, backlog=1024, interface="127.0.0.1"  # type: ignore[arg-type]
+            0,
+            self.factory,
+            backlog=1024,
+            interface="127.0.0.1",  # type: ignore[arg-type]
         )
         self.addCleanup(port.stopListening)
         address = port.getHost()
