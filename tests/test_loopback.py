@@ -102,12 +102,8 @@ class LoopbackServerTests(TestCase):
         Listen on an ephemeral loopback port for the length of the test.
         """
         self.factory = HelloServerFactory(settings)
-        port: IListeningPort = reactor.listenTCP(
-            0,
-            self.factory,
-            backlog=1024,
-            interface="127.0.0.1",  # type: ignore[arg-type]
-        )
+        # Twisted's stubs want a ServerFactory of a protocol typed loosely.
+        port: IListeningPort = reactor.listenTCP(0, self.factory, 1024, "127.0.0.1")  # type: ignore[arg-type]
         self.addCleanup(port.stopListening)
         address = port.getHost()
         assert isinstance(address, IPv4Address)
