@@ -10,25 +10,34 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet import defer, error
-from twisted.internet.endpoints import clientFromString
+from twisted.internet.endpoints import _parse, clientFromString
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import react
+from twisted.python import usage
 from twisted.python.failure import Failure
 
 from ._escape import escape
 from ._options import OneLineErrorOptions, number
+from ._tlserror import describeTLSError
 from .protocol import (
     DEFAULT_MESSAGE,
     NoGreetingError,
     ResponseTooLongError,
     greet,
 )
+from .tls import CertificateFiles, TLSFileError, VerifiedClientTLS, clientTLS
 
 DEFAULT_CONNECT = "tcp:localhost:5000"
 """Where the client connects unless told otherwise: the classic server."""
 
 _PROGRAM = "hellotcp-client"
+
+# A TLS alert record (content type 21, version 3.x): what a TLS server sends
+# a client that does not speak TLS to it.
+_TLS_ALERT = b"\x15\x03"
 
 
 class ClientOptions(OneLineErrorOptions):
@@ -38,12 +47,25 @@ class ClientOptions(OneLineErrorOptions):
 
     program = _PROGRAM
 
-    synopsis = "[--connect ENDPOINT] [--message TEXT] [--timeout SECONDS]"
+    synopsis = (
+        "[--connect ENDPOINT] [--message TEXT] [--timeout SECONDS] "
+        "[--tls [--ca PEM] [--server-name NAME] "
+        "[--certificate PEM --private-key PEM]]"
+    )
     longdesc = (
         "Send one message to a greeting server and print its answer. "
         "Exit status: 0 when answered, 1 when the exchange failed, "
         "2 for a mistake on the command line."
     )
+
+    optFlags = [
+        [
+            "tls",
+            None,
+            "Wrap the connection in TLS, verifying the server's certificate "
+            "and host name (there is no way to turn verification off).",
+        ],
+    ]
 
     optParameters = [
         [
@@ -55,27 +77,134 @@ class ClientOptions(OneLineErrorOptions):
         ],
         ["message", "m", DEFAULT_MESSAGE.decode(), "The message to send."],
         ["timeout", "t", "10", "Seconds for the whole exchange."],
+        [
+            "ca",
+            None,
+            None,
+            "With --tls: PEM file of the CAs to trust instead of the system's.",
+        ],
+        [
+            "server-name",
+            None,
+            None,
+            "With --tls: the name the server's certificate must cover "
+            "[default: the --connect host].",
+        ],
+        [
+            "certificate",
+            None,
+            None,
+            "With --tls: PEM file of a client certificate (mutual TLS).",
+        ],
+        ["private-key", None, None, "With --tls: PEM file of its private key."],
     ]
 
     def postOptions(self) -> None:
         """
-        Check the timeout.
+        Check the timeout and the TLS options.
         """
         self["timeout"] = number(float, "timeout", self["timeout"])
+        tlsOptions = ("ca", "server-name", "certificate", "private-key")
+        if not self["tls"]:
+            given = [f"--{name}" for name in tlsOptions if self[name]]
+            if given:
+                raise usage.UsageError(f"{', '.join(given)} go with --tls")
+            return
+        if self["connect"].startswith("tls:"):
+            raise usage.UsageError(
+                "--tls wraps a plain endpoint; a tls: endpoint is TLS already"
+            )
+        if bool(self["certificate"]) != bool(self["private-key"]):
+            raise usage.UsageError("--certificate and --private-key go together")
+        if not self["server-name"]:
+            self["server-name"] = endpointHost(self["connect"])
+            if not self["server-name"]:
+                raise usage.UsageError(
+                    f"--tls needs --server-name for {self['connect']}"
+                )
+
+    def tlsSettings(self) -> VerifiedClientTLS | None:
+        """
+        The client TLS settings the options ask for, if any.
+
+        :raises TLSFileError: A file named by an option cannot be used.
+        """
+        if not self["tls"]:
+            return None
+        certificate = (
+            CertificateFiles(self["certificate"], self["private-key"])
+            if self["certificate"]
+            else None
+        )
+        return clientTLS(self["server-name"], self["ca"], certificate)
 
 
-def describeFailure(failure: Failure, options: ClientOptions) -> str:
+def endpointHost(description: str) -> str | None:
+    """
+    The host of a C{tcp:} or C{tcp6:} client endpoint description, which
+    TLS verifies the server's certificate against.
+    """
+    try:
+        args, kwargs = _parse(description)
+    except Exception:
+        return None
+    if args and args[0] in ("tcp", "tcp6"):
+        host = kwargs.get("host", args[1] if len(args) > 1 else None)
+        return str(host) if host else None
+    return None
+
+
+# OpenSSL's reasons for a failed handshake, as a user would put them.
+_TLS_PROBLEMS = [
+    (
+        "certificate required",
+        "the server requires a client certificate (--certificate and --private-key)",
+    ),
+    ("unknown ca", "the server does not trust the CA of this client certificate"),
+    ("bad certificate", "the server refused this client certificate"),
+    ("certificate expired", "the server refused this client certificate: expired"),
+    ("wrong version number", "the server is not speaking TLS (a plain TCP port?)"),
+    ("packet length too long", "the server is not speaking TLS (a plain TCP port?)"),
+    ("record layer failure", "the server is not speaking TLS (a plain TCP port?)"),
+]
+
+
+def _describeTLS(reason: BaseException | None, tls: VerifiedClientTLS | None) -> str:
+    if tls is not None and (problem := tls.problem()):
+        return problem
+    if isinstance(reason, VerificationError):
+        hostname = tls.hostname if tls else "the host"
+        return f"the server's certificate is not valid for {hostname}"
+    detail = describeTLSError(reason)
+    for clue, meaning in _TLS_PROBLEMS:
+        if clue in detail:
+            return meaning
+    return detail
+
+
+def describeFailure(
+    failure: Failure, options: ClientOptions, tls: VerifiedClientTLS | None = None
+) -> str:
     """
     Say in one line why an exchange failed.
+
+    :param tls: The TLS settings used, which know why a server certificate
+        was rejected.
     """
     where = options["connect"]
     reason = failure.value
+    if isinstance(reason, (SSL.Error, VerificationError)) or (
+        tls is not None and tls.problem()
+    ):
+        return f"TLS with {where} failed: {_describeTLS(reason, tls)}"
     if isinstance(reason, error.ConnectionRefusedError):
         return f"connection refused by {where}"
     if isinstance(reason, (defer.TimeoutError, error.TimeoutError)):
         return f"no answer from {where} within {options['timeout']:g} seconds"
     if isinstance(reason, error.DNSLookupError):
         return f"cannot resolve the host of {where}"
+    if isinstance(reason, NoGreetingError) and not options["tls"]:
+        return f"{where}: {reason} (if it is a TLS port, use --tls)"
     if isinstance(reason, (NoGreetingError, ResponseTooLongError)):
         return f"{where}: {reason}"
     if isinstance(reason, error.ConnectionLost):
@@ -96,9 +225,17 @@ async def _exchange(reactor: IReactorTime, options: ClientOptions) -> None:
     except Exception as problem:
         _fail(f"--connect {options['connect']}: {problem}", 2)
     try:
-        answer = await greet(reactor, endpoint, options["message"], options["timeout"])
+        tls = options.tlsSettings()
+    except TLSFileError as problem:
+        _fail(str(problem), 2)
+    try:
+        answer = await greet(
+            reactor, endpoint, options["message"], options["timeout"], tls=tls
+        )
     except Exception:
-        _fail(describeFailure(Failure(), options), 1)
+        _fail(describeFailure(Failure(), options, tls), 1)
+    if answer.startswith(_TLS_ALERT) and not options["tls"]:
+        _fail(f"{options['connect']} answered in TLS (a TLS alert); use --tls", 1)
     sys.stdout.write(escape(answer) + "\n")
 
 

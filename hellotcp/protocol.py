@@ -38,14 +38,17 @@ from enum import Enum
 from typing import cast
 
 from attrs import frozen
+from OpenSSL import SSL
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import connectProtocol
+from twisted.internet.endpoints import connectProtocol, wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHalfCloseableProtocol,
+    IHandshakeListener,
+    IOpenSSLClientConnectionCreator,
     IReactorTime,
     ISSLTransport,
     IStreamClientEndpoint,
@@ -58,6 +61,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._escape import escape
+from ._tlserror import describeTLSError
 
 DEFAULT_GREETING = b"Hello, client!"
 """What the server answers unless told otherwise (the classic server's reply)."""
@@ -87,6 +91,10 @@ class Outcome(str, Enum):
 
     SHUTDOWN = "shutdown"
     """The server shut down before the exchange could finish."""
+
+    TLS_FAILED = "tls-failed"
+    """The TLS handshake failed (an untrusted or missing client certificate,
+    a client that does not speak TLS, ...)."""
 
 
 @frozen
@@ -158,7 +166,7 @@ class _State(Enum):
     CLOSED = "closed"
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class HelloServerProtocol(Protocol):
     """
     Serve one exchange: read a message, log it, answer with the greeting,
@@ -181,6 +189,7 @@ class HelloServerProtocol(Protocol):
         self._outcome = Outcome.LOST
         self._started = 0.0
         self._timer: IDelayedCall | None = None
+        self._client: str | None = None
 
     def connectionMade(self) -> None:
         """
@@ -223,6 +232,15 @@ class HelloServerProtocol(Protocol):
         Our own half-close completed; nothing to do until the client closes.
         """
 
+    def handshakeCompleted(self) -> None:
+        """
+        Under TLS, note the verified client certificate's subject, if the
+        client presented one, for the exchange's log.
+        """
+        certificate = self.transport.getPeerCertificate()  # type: ignore[attr-defined]
+        if certificate is not None:
+            self._client = certificate.to_cryptography().subject.rfc4514_string()
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
         Log the exchange and forget the connection.
@@ -230,8 +248,15 @@ class HelloServerProtocol(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        problem = None
         if self._state is _State.READING:
             self._message = self._buffer
+            if not reason.check(ConnectionDone):
+                if reason.check(SSL.Error):
+                    self._outcome = Outcome.TLS_FAILED
+                    problem = describeTLSError(reason.value)
+                else:
+                    problem = reason.getErrorMessage()
         self._state = _State.CLOSED
         peer = self.transport.getPeer()
         _log.info(
@@ -241,6 +266,8 @@ class HelloServerProtocol(Protocol):
             message=escape(self._message),
             bytes=len(self._message),
             duration=round(self._clock.seconds() - self._started, 6),
+            client=self._client,
+            reason=problem,
         )
         self.factory.connectionEnded(self)
 
@@ -462,6 +489,7 @@ def greet(
     endpoint: IStreamClientEndpoint,
     message: bytes | str = DEFAULT_MESSAGE,
     timeout: float = 10.0,
+    tls: IOpenSSLClientConnectionCreator | None = None,
 ) -> Deferred[bytes]:
     """
     Connect to a hellotcp (or classic) server, send C{message}, and return
@@ -471,12 +499,17 @@ def greet(
     :param endpoint: Where to connect: any client endpoint, TLS included.
     :param message: The message; text is sent as UTF-8.
     :param timeout: Seconds for the whole exchange, connection included.
+    :param tls: TLS settings (see L{hellotcp.tls.clientTLS}) to wrap the
+        exchange in; L{None} for plain TCP (or an endpoint that is already
+        TLS, such as C{tls:} endpoint strings make).
     :returns: A L{Deferred} that fires with the bytes the server sent before
         closing, or fails with L{NoGreetingError}, L{ResponseTooLongError},
         L{twisted.internet.defer.TimeoutError} or the connection error.
     """
     if isinstance(message, str):
         message = message.encode("utf-8")
+    if tls is not None:
+        endpoint = wrapClientTLS(tls, endpoint)
     protocol = HelloClientProtocol(message)
     connecting = connectProtocol(endpoint, protocol)
     response: Deferred[bytes] = connecting.addCallback(lambda _: protocol.response)

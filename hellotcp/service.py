@@ -15,10 +15,15 @@ from twisted.application.service import MultiService, Service
 from twisted.application.strports import service as listenerService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
+from twisted.internet.interfaces import (
+    IProtocolFactory,
+    IReactorCore,
+    IReactorFromThreads,
+)
 from twisted.logger import Logger
 
 from .protocol import HelloServerFactory
+from .tls import ReloadableServerTLS, TLSServerFactory
 
 _log = Logger()
 
@@ -64,6 +69,7 @@ class HelloService(MultiService):
     :ivar factory: The factory every listener serves.
     :ivar shutdownTimeout: Seconds open exchanges get to finish on stop.
     :ivar backlog: The listen queue length of endpoints that do not set one.
+    :ivar tls: The TLS settings of the TLS listeners, reloaded on SIGHUP.
     """
 
     def __init__(
@@ -73,6 +79,7 @@ class HelloService(MultiService):
         shutdownTimeout: float = 5.0,
         handleSignals: bool = True,
         backlog: int = DEFAULT_BACKLOG,
+        tls: ReloadableServerTLS | None = None,
     ) -> None:
         MultiService.__init__(self)
         self.factory = factory
@@ -80,17 +87,27 @@ class HelloService(MultiService):
         self._reactor = reactor
         self._handleSignals = handleSignals
         self._backlog = backlog
+        self.tls = tls
         self._stopping = False
 
-    def listen(self, description: str) -> None:
+    def listen(self, description: str, secure: bool = False) -> None:
         """
         Add a listener on the server endpoint C{description}, with the
         service's backlog unless the description sets one.
+
+        :param secure: Serve TLS on it, with the service's C{tls} settings.
         """
+        factory: IProtocolFactory = self.factory
+        name = description
+        if secure:
+            if self.tls is None:
+                raise ValueError("a TLS listener needs the service's tls settings")
+            factory = TLSServerFactory(self.tls, self.factory)
+            name = f"{description} (TLS)"
         listener = listenerService(
-            withBacklog(description, self._backlog), self.factory, reactor=self._reactor
+            withBacklog(description, self._backlog), factory, reactor=self._reactor
         )
-        listener.setName(description)
+        listener.setName(name)
         listener.setServiceParent(self)
 
     def privilegedStartService(self) -> None:
@@ -148,6 +165,21 @@ class HelloService(MultiService):
         # stop the reactor and let the process exit 0.
         signal.signal(signal.SIGTERM, self._stopOnSignal)
         signal.signal(signal.SIGINT, self._stopOnSignal)
+        if self.tls is not None:
+            signal.signal(signal.SIGHUP, self._reloadOnSignal)
+
+    def _reloadOnSignal(self, number: int, frame: FrameType | None) -> None:
+        fromThreads = cast(IReactorFromThreads, self._reactor)
+        fromThreads.callFromThread(self.reloadTLS)
+
+    def reloadTLS(self) -> bool:
+        """
+        Read the TLS certificate, key and client CAs again (what SIGHUP
+        does); on a problem keep the current ones and log it.
+
+        :returns: Whether the files now in use are the new ones.
+        """
+        return self.tls is not None and self.tls.reload()
 
     def _stopOnSignal(self, number: int, frame: FrameType | None) -> None:
         # A signal handler may run between any two bytecodes of the reactor;

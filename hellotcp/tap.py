@@ -15,6 +15,7 @@ from twisted.python import usage
 from ._options import OneLineErrorOptions, number
 from .protocol import DEFAULT_GREETING, HelloServerFactory, ServerSettings
 from .service import DEFAULT_BACKLOG, HelloService, raiseFileLimit
+from .tls import CertificateFiles, ReloadableServerTLS, ServerTLSFiles, TLSFileError
 
 DEFAULT_LISTEN = "tcp:5000:interface=127.0.0.1"
 """Where the server listens unless told otherwise: the classic server's
@@ -85,9 +86,28 @@ class Options(OneLineErrorOptions):
         ],
     ]
 
+    optParameters += [
+        [
+            "certificate",
+            None,
+            None,
+            "PEM file of the TLS certificate chain: the server's certificate, "
+            "then its intermediates.",
+        ],
+        ["private-key", None, None, "PEM file of the certificate's private key."],
+        [
+            "client-ca",
+            None,
+            None,
+            "PEM file of the CAs whose client certificates are accepted: "
+            "with it, TLS clients must present one (mutual TLS).",
+        ],
+    ]
+
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["tls-listen"] = []
         self.reactor: IReactorCore | None = None
 
     def opt_listen(self, description: str) -> None:
@@ -101,8 +121,18 @@ class Options(OneLineErrorOptions):
             raise usage.UsageError(f"--listen {description} is given twice")
         self["listen"].append(description)
 
+    def opt_tls_listen(self, description: str) -> None:
+        """
+        Serve TLS on this Twisted server endpoint (repeatable), e.g.
+        tcp:5001:interface=127.0.0.1; needs --certificate and --private-key.
+        """
+        if description in self["tls-listen"]:
+            raise usage.UsageError(f"--tls-listen {description} is given twice")
+        self["tls-listen"].append(description)
+
     # usage.Options shows a docstring as it stands, indentation included.
     opt_listen.__doc__ = " ".join((opt_listen.__doc__ or "").split())
+    opt_tls_listen.__doc__ = " ".join((opt_tls_listen.__doc__ or "").split())
     opt_l = opt_listen
 
     def postOptions(self) -> None:
@@ -127,14 +157,35 @@ class Options(OneLineErrorOptions):
             float, "shutdown-timeout", self["shutdown-timeout"], zeroAllowed=True
         )
         self["backlog"] = number(int, "backlog", self["backlog"])
-        self["listen"] = self["listen"] or [DEFAULT_LISTEN]
-        for description in self["listen"]:
-            try:
-                serverFromString(self.reactor, description)
-            except Exception as error:
+        self["tls"] = self._loadTLS()
+        if not self["listen"] and not self["tls-listen"]:
+            self["listen"] = [DEFAULT_LISTEN]
+        for option in ("listen", "tls-listen"):
+            for description in self[option]:
+                try:
+                    serverFromString(self.reactor, description)
+                except Exception as error:
+                    raise usage.UsageError(
+                        f"--{option} {description}: {error}".rstrip(": ")
+                    ) from None
+
+    def _loadTLS(self) -> ReloadableServerTLS | None:
+        files = [self[name] for name in ("certificate", "private-key", "client-ca")]
+        if not self["tls-listen"]:
+            if any(files):
                 raise usage.UsageError(
-                    f"--listen {description}: {error}".rstrip(": ")
-                ) from None
+                    "--certificate, --private-key and --client-ca go with --tls-listen"
+                )
+            return None
+        certificate, privateKey, clientCA = files
+        if not (certificate and privateKey):
+            raise usage.UsageError("--tls-listen needs --certificate and --private-key")
+        try:
+            return ReloadableServerTLS(
+                ServerTLSFiles(CertificateFiles(certificate, privateKey), clientCA)
+            )
+        except TLSFileError as error:
+            raise usage.UsageError(str(error)) from None
 
 
 def makeService(config: Options) -> HelloService:
@@ -148,8 +199,14 @@ def makeService(config: Options) -> HelloService:
     # the log files.
     raiseFileLimit(settings.maxConnections + 64)
     service = HelloService(
-        factory, reactor, config["shutdown-timeout"], backlog=config["backlog"]
+        factory,
+        reactor,
+        config["shutdown-timeout"],
+        backlog=config["backlog"],
+        tls=config["tls"],
     )
     for description in config["listen"]:
         service.listen(description)
+    for description in config["tls-listen"]:
+        service.listen(description, secure=True)
     return service

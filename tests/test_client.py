@@ -36,7 +36,9 @@ class DescribeFailureTests(SynchronousTestCase):
             error.ConnectionRefusedError(): f"connection refused by {where}",
             defer.TimeoutError(): f"no answer from {where} within 2 seconds",
             error.DNSLookupError("example.test"): f"cannot resolve the host of {where}",
-            NoGreetingError("no greeting"): f"{where}: no greeting",
+            NoGreetingError("no greeting"): (
+                f"{where}: no greeting (if it is a TLS port, use --tls)"
+            ),
             error.ConnectionLost(): (
                 f"{where}: the connection was lost before the answer was complete"
             ),

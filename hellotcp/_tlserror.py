@@ -1,0 +1,19 @@
+"""
+Say in words why a TLS connection failed.
+"""
+
+from __future__ import annotations
+
+from OpenSSL import SSL
+
+
+def describeTLSError(error: BaseException | None) -> str:
+    """
+    The reasons OpenSSL gives for C{error}, joined into one short line.
+    """
+    reasons = error.args[0] if isinstance(error, SSL.Error) and error.args else None
+    if isinstance(reasons, list):
+        texts = [str(entry[-1]) for entry in reasons if isinstance(entry, tuple)]
+        if texts:
+            return "; ".join(texts)
+    return str(error) or "TLS error"
