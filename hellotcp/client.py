@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from twisted.internet import defer, error
 from twisted.internet.endpoints import _parse, clientFromString
@@ -222,6 +222,8 @@ def _fail(message: str, status: int) -> NoReturn:
 async def _exchange(reactor: IReactorTime, options: ClientOptions) -> None:
     try:
         endpoint = clientFromString(reactor, options["connect"])
+    except (SSL.Error, crypto.Error) as problem:
+        _fail(f"--connect {options['connect']}: {describeTLSError(problem)}", 2)
     except Exception as problem:
         _fail(f"--connect {options['connect']}: {problem}", 2)
     try:

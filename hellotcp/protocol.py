@@ -260,7 +260,11 @@ class HelloServerProtocol(Protocol):
         self._state = _State.CLOSED
         peer = self.transport.getPeer()
         _log.info(
-            "{peer} {outcome}: {message}",
+            "{peer} {outcome}: {reason}"
+            if problem
+            else "{peer} ({client}) {outcome}: {message}"
+            if self._client
+            else "{peer} {outcome}: {message}",
             peer=formatAddress(peer),
             outcome=self._outcome.value,
             message=escape(self._message),

@@ -11,6 +11,8 @@ L{hellotcp.protocol.greet}).
 from __future__ import annotations
 
 import datetime
+import ssl as stdlibSSL
+from collections.abc import Sequence
 
 from attrs import frozen
 from cryptography import x509
@@ -239,67 +241,60 @@ class ReloadableServerTLS:
         return True
 
 
-# What OpenSSL's certificate verification codes mean for a user.
-_VERIFY_PROBLEMS = {
-    2: "comes from a CA that is not trusted",
-    9: "is not valid yet",
-    10: "has expired",
-    18: "is self-signed and not trusted",
-    19: "comes from a CA that is not trusted",
-    20: "comes from a CA that is not trusted",
-    21: "comes from a CA that is not trusted",
-}
-
-
 @implementer(IOpenSSLClientConnectionCreator)
 class VerifiedClientTLS:
     """
-    Twisted's verified client TLS settings, remembering why the server's
-    certificate was rejected, if it was, so the client can say so.
+    Twisted's verified client TLS settings, able to say why the server's
+    certificate was rejected, if it was.
 
     :ivar hostname: The name the server's certificate must cover.
-    :ivar verifyError: OpenSSL's verification code for the first problem
-        with the server's certificate chain, or L{None}.
     """
 
-    def __init__(self, hostname: str, creator: IOpenSSLClientConnectionCreator) -> None:
+    def __init__(
+        self,
+        hostname: str,
+        creator: IOpenSSLClientConnectionCreator,
+        trusted: Sequence[x509.Certificate] | None,
+    ) -> None:
         self.hostname = hostname
-        self.verifyError: int | None = None
         self._creator = creator
+        self._trusted = trusted
+        self._connection: SSL.Connection | None = None
 
     def clientConnectionForTLS(
         self, tlsProtocol: TLSMemoryBIOProtocol
     ) -> SSL.Connection:
         """
-        Start the TLS side of a connection, watching its verification.
+        Start the TLS side of a connection (Twisted's verification applies),
+        keeping it to diagnose a rejection later.
         """
-        connection = self._creator.clientConnectionForTLS(tlsProtocol)
-        context = connection.get_context()
-        context.set_verify(context.get_verify_mode(), self._verify)
-        return connection
-
-    def _verify(
-        self,
-        connection: SSL.Connection,
-        certificate: crypto.X509,
-        code: int,
-        depth: int,
-        ok: int,
-    ) -> bool:
-        if not ok and self.verifyError is None:
-            self.verifyError = code
-        return bool(ok)
+        self._connection = self._creator.clientConnectionForTLS(tlsProtocol)
+        return self._connection
 
     def problem(self) -> str | None:
         """
-        What was wrong with the server's certificate chain, in words.
+        Why the server's certificate chain does not verify, in OpenSSL's
+        words, or L{None} if it does (or none was received).
+
+        The handshake's own error only says "certificate verify failed";
+        verifying the received chain again against the same trust says why.
         """
-        if self.verifyError is None:
+        chain = self._connection.get_peer_cert_chain() if self._connection else None
+        if not chain:
             return None
-        what = _VERIFY_PROBLEMS.get(
-            self.verifyError, f"failed verification (OpenSSL code {self.verifyError})"
-        )
-        return f"the server's certificate {what}"
+        store = crypto.X509Store()
+        if self._trusted is None:
+            system = stdlibSSL.get_default_verify_paths()
+            if system.cafile or system.capath:
+                store.load_locations(system.cafile, system.capath)
+        else:
+            for certificate in self._trusted:
+                store.add_cert(crypto.X509.from_cryptography(certificate))
+        try:
+            crypto.X509StoreContext(store, chain[0], chain[1:]).verify_certificate()
+        except crypto.X509StoreContextError as error:
+            return f"the server's certificate is not trusted: {error}"
+        return None
 
 
 def clientTLS(
@@ -316,14 +311,12 @@ def clientTLS(
     :param certificate: A client certificate to present (mutual TLS).
     :raises TLSFileError: Naming the file and the problem.
     """
+    trusted = loadCertificates(ca, "--ca") if ca else None
     trustRoot = (
         ssl.trustRootFromCertificates(
-            [
-                ssl.Certificate(crypto.X509.from_cryptography(c))
-                for c in loadCertificates(ca, "--ca")
-            ]
+            [ssl.Certificate(crypto.X509.from_cryptography(c)) for c in trusted]
         )
-        if ca
+        if trusted is not None
         else ssl.platformTrust()
     )
     return VerifiedClientTLS(
@@ -337,6 +330,7 @@ def clientTLS(
                 "acceptableCiphers": CIPHERS,
             },
         ),
+        trusted,
     )
 
 
