@@ -218,6 +218,23 @@ class CertsOptions(OneLineErrorOptions):
         """
         self["hostnames"].append(name)
 
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse the command line, options before or after the folder.
+        """
+        argv = list(sys.argv[1:] if options is None else options)
+        flags: list[str] = []
+        positional: list[str] = []
+        while argv:
+            word = argv.pop(0)
+            if word == "--hostname" and argv:
+                flags += [word, argv.pop(0)]
+            elif word.startswith("-"):
+                flags.append(word)
+            else:
+                positional.append(word)
+        super().parseOptions(flags + positional)
+
     def parseArgs(self, folder: str) -> None:  # type: ignore[override]
         """
         Take the folder to write into.

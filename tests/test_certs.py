@@ -1,0 +1,95 @@
+"""
+Tests for L{hellotcp.certs}, the C{hellotcp-certs} program.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import os
+import stat
+import sys
+
+from cryptography import x509
+from twisted.trial.unittest import SynchronousTestCase
+
+from hellotcp import certs
+from hellotcp.tls import CertificateFiles, loadCertificates
+
+
+class CertsProgramTests(SynchronousTestCase):
+    """
+    C{hellotcp-certs DIR} makes a usable CA, server and client certificate.
+    """
+
+    def runProgram(self, *argv: str) -> tuple[int | str | None, str, str]:
+        """
+        Run the program; return its exit status and output.
+        """
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.patch(sys, "stderr", err)
+        with self.assertRaises(SystemExit) as raised:
+            certs.main(list(argv))
+        return raised.exception.code, out.getvalue(), err.getvalue()
+
+    def test_defaults(self) -> None:
+        """
+        The server certificate covers localhost, 127.0.0.1 and ::1; keys are
+        readable by their owner only; the printed commands use the files.
+        """
+        folder = self.mktemp()
+        status, out, _ = self.runProgram(folder)
+        self.assertEqual(status, 0)
+        for stem in ("ca", "server", "client"):
+            key = os.path.join(folder, f"{stem}-key.pem")
+            self.assertEqual(stat.S_IMODE(os.stat(key).st_mode), 0o600)
+        server = os.path.join(folder, "server.pem")
+        [leaf] = loadCertificates(server)
+        names = leaf.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value
+        self.assertEqual(names.get_values_for_type(x509.DNSName), ["localhost"])
+        self.assertEqual(
+            names.get_values_for_type(x509.IPAddress),
+            [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")],
+        )
+        CertificateFiles(server, os.path.join(folder, "server-key.pem")).load()
+        self.assertIn(f"--certificate {server}", out)
+        self.assertIn(f"--ca {os.path.join(folder, 'ca.pem')}", out)
+        self.assertIn("hellotcp-client --tls --connect tcp:localhost:5001", out)
+
+    def test_hostnames(self) -> None:
+        """
+        C{--hostname} replaces the default names.
+        """
+        folder = self.mktemp()
+        self.runProgram(
+            folder, "--hostname", "greeter.example", "--hostname", "10.0.0.7"
+        )
+        [leaf] = loadCertificates(os.path.join(folder, "server.pem"))
+        names = leaf.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value
+        self.assertEqual(names.get_values_for_type(x509.DNSName), ["greeter.example"])
+        self.assertEqual(
+            names.get_values_for_type(x509.IPAddress),
+            [ipaddress.ip_address("10.0.0.7")],
+        )
+
+    def test_unwritable(self) -> None:
+        """
+        A folder that cannot be made is one line and exit status 1.
+        """
+        status, _, err = self.runProgram("/proc/no/such/folder")
+        self.assertEqual(status, 1)
+        self.assertEqual(len(err.splitlines()), 1)
+        self.assertTrue(err.startswith("hellotcp-certs: error: "))
+
+    def test_noFolder(self) -> None:
+        """
+        Without a folder: a usage error, exit status 2.
+        """
+        status, _, err = self.runProgram()
+        self.assertEqual(status, 2)
+        self.assertTrue(err.startswith("hellotcp-certs: error: "))
