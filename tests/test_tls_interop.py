@@ -577,6 +577,33 @@ class TwistTLSTests(CommandTestCase):
         )
         self.assertEqual((status, out), (0, "Hello, client!\n"))
 
+    async def test_sslEndpointInListen(self) -> None:
+        """
+        Twisted's own C{ssl:} server endpoint strings work in C{--listen}.
+        """
+        certificate, key = self.copyFiles()
+        port = freePort()
+        await self.startServer(
+            [
+                command("twist"),
+                "hellotcp",
+                "--listen",
+                f"ssl:{port}:interface=127.0.0.1:certKey={certificate}:privateKey={key}",
+            ],
+            port,
+        )
+        status, out, _ = await self.runCommand(
+            [
+                command("hellotcp-client"),
+                "--tls",
+                "--connect",
+                f"tcp:localhost:{port}",
+                "--ca",
+                pki().ca,
+            ]
+        )
+        self.assertEqual((status, out), (0, "Hello, client!\n"))
+
     async def test_startupErrors(self) -> None:
         """
         A missing file, a key that does not match, or an expired
