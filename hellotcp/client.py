@@ -144,10 +144,7 @@ def endpointHost(description: str) -> str | None:
     The host of a C{tcp:} or C{tcp6:} client endpoint description, which
     TLS verifies the server's certificate against.
     """
-    try:
-        args, kwargs = _parse(description)
-    except Exception:
-        return None
+    args, kwargs = _parse(description)
     if args and args[0] in ("tcp", "tcp6"):
         host = kwargs.get("host", args[1] if len(args) > 1 else None)
         return str(host) if host else None

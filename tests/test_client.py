@@ -4,11 +4,14 @@ Tests for L{hellotcp.client}: the one-line reasons of C{hellotcp-client}.
 
 from __future__ import annotations
 
+import io
+import sys
+
 from twisted.internet import defer, error
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from hellotcp.client import ClientOptions, describeFailure
+from hellotcp.client import ClientOptions, describeFailure, endpointHost
 from hellotcp.protocol import NoGreetingError
 
 
@@ -50,3 +53,65 @@ class DescribeFailureTests(SynchronousTestCase):
             described = self.describe(exception)
             self.assertEqual(described, expected)
             self.assertNotIn("\n", described)
+
+
+class ClientOptionsTests(SynchronousTestCase):
+    """
+    L{ClientOptions} refuses TLS options that cannot work together.
+    """
+
+    def assertRefused(self, argv: list[str], expected: str) -> None:
+        """
+        Parsing C{argv} exits 2 with C{expected} on one line.
+        """
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        with self.assertRaises(SystemExit) as raised:
+            ClientOptions().parseOptions(argv)
+        self.assertEqual(raised.exception.code, 2)
+        self.assertEqual(err.getvalue(), f"hellotcp-client: error: {expected}\n")
+
+    def test_refusals(self) -> None:
+        """
+        TLS options without C{--tls}, C{--tls} around a C{tls:} endpoint,
+        half a client certificate, and no name to verify.
+        """
+        self.assertRefused(
+            ["--server-name", "x", "--ca", "c"], "--ca, --server-name go with --tls"
+        )
+        self.assertRefused(
+            ["--tls", "--connect", "tls:localhost:5001"],
+            "--tls wraps a plain endpoint; a tls: endpoint is TLS already",
+        )
+        self.assertRefused(
+            ["--tls", "--certificate", "c.pem"],
+            "--certificate and --private-key go together",
+        )
+        self.assertRefused(
+            ["--tls", "--connect", "unix:/tmp/s"],
+            "--tls needs --server-name for unix:/tmp/s",
+        )
+
+    def test_serverNameDefault(self) -> None:
+        """
+        The name verified defaults to the endpoint's host.
+        """
+        options = ClientOptions()
+        options.parseOptions(["--tls", "--connect", "tcp:host=example.test:port=5"])
+        self.assertEqual(options["server-name"], "example.test")
+
+
+class EndpointHostTests(SynchronousTestCase):
+    """
+    L{endpointHost} finds the host of TCP client endpoint descriptions.
+    """
+
+    def test_hosts(self) -> None:
+        """
+        Positional and keyword forms, IPv6, and endpoints without a host.
+        """
+        self.assertEqual(endpointHost("tcp:localhost:5000"), "localhost")
+        self.assertEqual(endpointHost("tcp:host=127.0.0.1:port=5000"), "127.0.0.1")
+        self.assertEqual(endpointHost(r"tcp6:host=\:\:1:port=5000"), "::1")
+        self.assertIsNone(endpointHost("unix:/tmp/s"))
+        self.assertIsNone(endpointHost("tcp"))

@@ -363,6 +363,30 @@ class ClientCommandTests(CommandTestCase):
         await accepting
         self.assertOneLine(status, err, "closed the connection without answering")
 
+    async def test_tlsAlertFromPlainRequest(self) -> None:
+        """
+        A server that answers plain TCP with a TLS alert is a TLS port: the
+        client says so instead of printing the alert's bytes.
+        """
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        listener.settimeout(TIMEOUT)
+        port = listener.getsockname()[1]
+
+        def alertServer() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(1024)
+                connection.sendall(b"\x15\x03\x03\x00\x02\x02\x46")
+
+        serving = inThread(alertServer)
+        status, out, err = await self.runCommand(
+            [command("hellotcp-client"), "--connect", f"tcp:127.0.0.1:{port}"]
+        )
+        await serving
+        self.assertOneLine(status, err, "answered in TLS (a TLS alert); use --tls")
+        self.assertEqual(out, "")
+
     async def test_badArguments(self) -> None:
         """
         A malformed endpoint or timeout: one line, exit status 2.
