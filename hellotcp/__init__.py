@@ -11,17 +11,14 @@ with a greeting and closes.  The public API:
     gracefully.
 """
 
+from .greet import HelloClientProtocol, NoGreetingError, ResponseTooLongError, greet
 from .protocol import (
     DEFAULT_GREETING,
     DEFAULT_MESSAGE,
-    HelloClientProtocol,
     HelloServerFactory,
     HelloServerProtocol,
-    NoGreetingError,
     Outcome,
-    ResponseTooLongError,
     ServerSettings,
-    greet,
 )
 from .service import HelloService
 

@@ -22,12 +22,8 @@ from twisted.python.failure import Failure
 from ._escape import escape
 from ._options import OneLineErrorOptions, number
 from ._tlserror import describeTLSError
-from .protocol import (
-    DEFAULT_MESSAGE,
-    NoGreetingError,
-    ResponseTooLongError,
-    greet,
-)
+from .greet import NoGreetingError, ResponseTooLongError, greet
+from .protocol import DEFAULT_MESSAGE
 from .tls import CertificateFiles, TLSFileError, VerifiedClientTLS, clientTLS
 
 DEFAULT_CONNECT = "tcp:localhost:5000"

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_protocol -*-
 """
-The hellotcp wire protocol: framing, the server and client protocols, and
-L{greet}.
+The hellotcp wire protocol, server side: framing, L{HelloServerProtocol},
+and L{HelloServerFactory} with its limits.
 
 One exchange on the wire::
 
@@ -28,6 +28,15 @@ client closes, for at most C{linger} seconds: closing a socket that still
 holds unread bytes makes the kernel send a reset, which can destroy the
 greeting before the client has read it.
 
+Defences against hostile clients, all on by default:
+  - an idle timeout before the first byte, and an overall deadline for the
+    whole connection, so trickling bytes cannot hold a slot for long;
+  - a limit on connections in all and per peer address; when a limit is
+    reached, the connection silent the longest (for at least a second) is
+    closed to make room, and only if there is none is the newcomer refused;
+  - repeated failures (timeouts, refusals, broken TLS handshakes, ...) are
+    logged one by one up to a burst, then summarised.
+
 This module knows bytes and factories only: no command line, no files, no
 TLS configuration (TLS wraps these factories from outside).
 """
@@ -41,26 +50,25 @@ from attrs import frozen
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import connectProtocol, wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHalfCloseableProtocol,
     IHandshakeListener,
-    IOpenSSLClientConnectionCreator,
     IReactorTime,
     ISSLTransport,
-    IStreamClientEndpoint,
     ITCPTransport,
     ITransport,
 )
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._connections import ConnectionTable
 from ._escape import escape
+from ._summary import SummarizingLog
 from ._tlserror import describeTLSError
 
 DEFAULT_GREETING = b"Hello, client!"
@@ -96,6 +104,13 @@ class Outcome(str, Enum):
     """The TLS handshake failed (an untrusted or missing client certificate,
     a client that does not speak TLS, ...)."""
 
+    DEADLINE = "deadline"
+    """The connection outlived C{deadline} seconds and was aborted."""
+
+    EVICTED = "evicted"
+    """The server was full and this connection, silent the longest, was
+    closed to make room."""
+
 
 @frozen
 class ServerSettings:
@@ -105,7 +120,9 @@ class ServerSettings:
     :ivar greeting: The bytes sent back to every client.
     :ivar timeout: Seconds a new connection may stay silent before it is closed.
     :ivar maxMessageBytes: The longest message kept; longer ones are cut.
-    :ivar maxConnections: Connections served at once; more are closed at once.
+    :ivar maxConnections: Connections served at once.
+    :ivar maxConnectionsPerPeer: Connections served at once from one address.
+    :ivar deadline: Seconds a connection may last, whatever it does.
     :ivar messageGap: Seconds of silence after which a message without a
         terminator is taken as complete.
     :ivar linger: Seconds the server keeps reading (and discarding) after its
@@ -116,14 +133,16 @@ class ServerSettings:
     timeout: float = 10.0
     maxMessageBytes: int = 1024
     maxConnections: int = 10000
+    maxConnectionsPerPeer: int = 2000
     messageGap: float = 0.04
     linger: float = 2.0
+    deadline: float = 30.0
 
     def __attrs_post_init__(self) -> None:
-        for name in ("timeout", "messageGap", "linger"):
+        for name in ("timeout", "messageGap", "linger", "deadline"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be greater than 0")
-        for name in ("maxMessageBytes", "maxConnections"):
+        for name in ("maxMessageBytes", "maxConnections", "maxConnectionsPerPeer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
@@ -147,7 +166,7 @@ def formatAddress(address: IAddress) -> str:
     return str(address)
 
 
-def _canHalfClose(transport: ITransport) -> bool:
+def canHalfClose(transport: ITransport) -> bool:
     """
     Whether C{transport} can close its writing side and go on reading.
 
@@ -158,6 +177,24 @@ def _canHalfClose(transport: ITransport) -> bool:
     return hasattr(transport, "loseWriteConnection") and not (
         ISSLTransport.providedBy(transport)
     )
+
+
+# A silent connection younger than this is never evicted: a client that has
+# just connected is about to send its message.
+EVICTION_AGE = 1.0
+
+# Outcomes that are not a normal exchange: a flood of them is summarised.
+_FAILURES = frozenset(
+    {
+        Outcome.TIMEOUT,
+        Outcome.LOST,
+        Outcome.TLS_FAILED,
+        Outcome.DEADLINE,
+        Outcome.EVICTED,
+        Outcome.TOO_LONG,
+        Outcome.SHUTDOWN,
+    }
+)
 
 
 class _State(Enum):
@@ -173,14 +210,15 @@ class HelloServerProtocol(Protocol):
     close.
 
     One timer per connection serves every timeout: the idle timeout before
-    the first byte, the pause that ends an unterminated message, and the
-    linger after the answer.
+    the first byte, the pause that ends an unterminated message, the linger
+    after the answer, and the overall deadline.
     """
 
     transport: ITCPTransport
 
-    def __init__(self, factory: HelloServerFactory) -> None:
+    def __init__(self, factory: HelloServerFactory, peer: str | None = None) -> None:
         self.factory = factory
+        self.peer = peer
         self._settings = factory.settings
         self._clock = factory.clock
         self._state = _State.READING
@@ -188,6 +226,7 @@ class HelloServerProtocol(Protocol):
         self._message = b""
         self._outcome = Outcome.LOST
         self._started = 0.0
+        self._deadline = 0.0
         self._timer: IDelayedCall | None = None
         self._client: str | None = None
 
@@ -195,9 +234,12 @@ class HelloServerProtocol(Protocol):
         """
         Start the idle timeout and register with the factory.
         """
-        self._started = self._clock.seconds()
-        self._timer = self._clock.callLater(self._settings.timeout, self._timerFired)
-        self.factory.connectionStarted(self)
+        self._started = now = self._clock.seconds()
+        self._deadline = now + self._settings.deadline
+        self._timer = self._clock.callLater(
+            min(self._settings.timeout, self._settings.deadline), self._timerFired
+        )
+        self.factory.connectionStarted(self, now)
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -205,6 +247,8 @@ class HelloServerProtocol(Protocol):
         """
         if self._state is not _State.READING:
             return
+        if not self._buffer:
+            self.factory.connectionSpoke(self)
         buffered = self._buffer + data
         maximum = self._settings.maxMessageBytes
         # Only the new chunk can hold the first line feed: earlier ones had
@@ -251,21 +295,22 @@ class HelloServerProtocol(Protocol):
         problem = None
         if self._state is _State.READING:
             self._message = self._buffer
-            if not reason.check(ConnectionDone):
+            if self._outcome is Outcome.LOST and not reason.check(ConnectionDone):
                 if reason.check(SSL.Error):
                     self._outcome = Outcome.TLS_FAILED
                     problem = describeTLSError(reason.value)
                 else:
                     problem = reason.getErrorMessage()
         self._state = _State.CLOSED
-        peer = self.transport.getPeer()
-        _log.info(
+        self.factory.connectionEnded(self)
+        self.factory.logExchange(
+            self._outcome,
             "{peer} {outcome}: {reason}"
             if problem
             else "{peer} ({client}) {outcome}: {message}"
             if self._client
             else "{peer} {outcome}: {message}",
-            peer=formatAddress(peer),
+            peer=formatAddress(self.transport.getPeer()),
             outcome=self._outcome.value,
             message=escape(self._message),
             bytes=len(self._message),
@@ -273,14 +318,14 @@ class HelloServerProtocol(Protocol):
             client=self._client,
             reason=problem,
         )
-        self.factory.connectionEnded(self)
 
-    def shutDown(self) -> None:
+    def abort(self, outcome: Outcome) -> None:
         """
-        Abort the connection because the server is stopping.
+        Abort the connection now: the server is stopping, or needs the room.
+        The outcome is logged unless the client had been answered already.
         """
         if self._state is _State.READING:
-            self._outcome = Outcome.SHUTDOWN
+            self._outcome = outcome
         self.transport.abortConnection()
 
     def _answer(
@@ -291,20 +336,23 @@ class HelloServerProtocol(Protocol):
         self._buffer = b""
         self._outcome = outcome
         self.transport.write(self._settings.greeting)
-        if peerClosed or not _canHalfClose(self.transport):
+        if peerClosed or not canHalfClose(self.transport):
             self.transport.loseConnection()
         else:
             self.transport.loseWriteConnection()
         self._resetTimer(self._settings.linger)
 
     def _resetTimer(self, delay: float) -> None:
+        delay = min(delay, self._deadline - self._clock.seconds())
         if self._timer is not None and self._timer.active():
             self._timer.reset(delay)
         else:
-            self._timer = self._clock.callLater(delay, self._timerFired)
+            self._timer = self._clock.callLater(max(delay, 0), self._timerFired)
 
     def _timerFired(self) -> None:
-        if self._state is _State.ANSWERED:
+        if self._clock.seconds() >= self._deadline:
+            self.abort(Outcome.DEADLINE)
+        elif self._state is _State.ANSWERED:
             # The client did not close within the linger time.
             self.transport.abortConnection()
         elif self._buffer:
@@ -317,12 +365,19 @@ class HelloServerProtocol(Protocol):
 
 class HelloServerFactory(ServerFactory[HelloServerProtocol]):
     """
-    Build L{HelloServerProtocol}s, keep count of them, and refuse
-    connections beyond C{settings.maxConnections}.
+    Build L{HelloServerProtocol}s within the limits of C{settings}: in all,
+    and per peer address.
+
+    When a limit is reached, the connection that has been silent the longest
+    (at least L{EVICTION_AGE} seconds, never having sent a byte) is closed to
+    make room; only if there is none is the new connection refused (closed at
+    once by Twisted).  An idle flood thus cannot lock well-behaved clients
+    out, even from the same address.
 
     :ivar settings: The greeting and the limits.
     :ivar clock: Where every timeout comes from.
     :ivar connections: The connections being served now.
+    :ivar failures: Where repeated failures are logged and summarised.
     """
 
     # Every exchange is logged already; "Starting factory" lines add nothing.
@@ -339,39 +394,86 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
             clock = cast(IReactorTime, reactor)
         self.settings = settings
         self.clock = clock
-        self.connections: set[HelloServerProtocol] = set()
+        self.connections: ConnectionTable[HelloServerProtocol] = ConnectionTable()
+        self.failures = SummarizingLog(_log, clock)
         self._stopping = False
         self._idle: list[Deferred[None]] = []
 
     def buildProtocol(self, addr: IAddress | None) -> HelloServerProtocol | None:
         """
         Build a protocol for a new connection, or return L{None} (which makes
-        Twisted close it at once) when the server is full or stopping.
+        Twisted close it at once) when the server is stopping or a limit is
+        reached and no silent connection can make room.
         """
         if self._stopping:
             return None
-        if len(self.connections) >= self.settings.maxConnections:
-            _log.warn(
-                "{peer} refused: {limit} connections already open",
-                peer=formatAddress(addr) if addr is not None else "?",
-                outcome="refused",
-                reason="max-connections",
-                limit=self.settings.maxConnections,
+        peer = getattr(addr, "host", None)
+        settings = self.settings
+        if len(self.connections) >= settings.maxConnections and not self._evict(None):
+            self._refuse(addr, "max-connections", settings.maxConnections)
+            return None
+        if (
+            peer is not None
+            and self.connections.count(peer) >= settings.maxConnectionsPerPeer
+            and not self._evict(peer)
+        ):
+            self._refuse(
+                addr, "max-connections-per-peer", settings.maxConnectionsPerPeer
             )
             return None
-        return HelloServerProtocol(self)
+        return HelloServerProtocol(self, peer)
 
-    def connectionStarted(self, protocol: HelloServerProtocol) -> None:
+    def _evict(self, peer: str | None) -> bool:
+        victim = self.connections.oldestSilent(
+            self.clock.seconds() - EVICTION_AGE, peer
+        )
+        if victim is None:
+            return False
+        self.connections.remove(victim)
+        victim.abort(Outcome.EVICTED)
+        return True
+
+    def _refuse(self, addr: IAddress | None, reason: str, limit: int) -> None:
+        self.failures.emit(
+            f"refused ({reason})",
+            LogLevel.warn,
+            "{peer} refused: {reason} ({limit}) reached",
+            peer=formatAddress(addr) if addr is not None else "?",
+            outcome="refused",
+            reason=reason,
+            limit=limit,
+        )
+
+    def logExchange(self, result: Outcome, format: str, **fields: object) -> None:
+        """
+        Log one exchange: every greeting, and failures up to a burst per
+        kind before they are summarised.
+        """
+        if result in _FAILURES:
+            kind = result.value
+            if result is Outcome.TLS_FAILED:
+                kind = f"{kind} ({fields.get('reason')})"
+            self.failures.emit(kind, LogLevel.info, format, **fields)
+        else:
+            _log.info(format, **fields)
+
+    def connectionStarted(self, protocol: HelloServerProtocol, now: float) -> None:
         """
         Count a connection that has just been made.
         """
-        self.connections.add(protocol)
+        self.connections.add(protocol, protocol.peer, now)
+
+    def connectionSpoke(self, protocol: HelloServerProtocol) -> None:
+        """
+        A connection sent its first bytes: it is no longer idle.
+        """
+        self.connections.spoke(protocol)
 
     def connectionEnded(self, protocol: HelloServerProtocol) -> None:
         """
         Forget a connection that has closed.
         """
-        self.connections.discard(protocol)
+        self.connections.remove(protocol)
         if not self.connections and self._idle:
             idle, self._idle = self._idle, []
             for waiting in idle:
@@ -386,135 +488,22 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
         """
         self._stopping = True
         if not self.connections:
+            self.failures.flush()
             return succeed(None)
         idle: Deferred[None] = Deferred()
         self._idle.append(idle)
         deadline = self.clock.callLater(timeout, self.abortAll)
 
-        def cancelDeadline(result: None) -> None:
+        def finish(result: None) -> None:
             if deadline.active():
                 deadline.cancel()
+            self.failures.flush()
 
-        return idle.addCallback(cancelDeadline)
+        return idle.addCallback(finish)
 
     def abortAll(self) -> None:
         """
         Abort every open connection now.
         """
-        for protocol in list(self.connections):
-            protocol.shutDown()
-
-
-_MAX_RESPONSE_BYTES = 65536
-
-
-class NoGreetingError(Exception):
-    """
-    The server closed the connection without sending anything.
-    """
-
-
-class ResponseTooLongError(Exception):
-    """
-    The server sent more than any greeting should be (64 KiB).
-    """
-
-
-class HelloClientProtocol(Protocol):
-    """
-    Send one message, then read the answer until the server closes.
-
-    Over TCP the message is sent as it is and followed by a half-close, so a
-    classic blocking-socket server receives exactly those bytes.  Where the
-    transport cannot half-close (TLS) a line feed ends the message instead,
-    unless it already ends with one.
-
-    :ivar response: Fires with the answer, or fails with L{NoGreetingError},
-        L{ResponseTooLongError} or the reason the connection was lost.
-        Cancelling it aborts the connection.
-    """
-
-    transport: ITCPTransport
-
-    def __init__(self, message: bytes) -> None:
-        self._message = message
-        self._received: list[bytes] = []
-        self._size = 0
-        self.response: Deferred[bytes] = Deferred(self._cancel)
-
-    def connectionMade(self) -> None:
-        """
-        Send the message and mark its end.
-        """
-        transport = self.transport
-        if _canHalfClose(transport):
-            transport.write(self._message)
-            transport.loseWriteConnection()
-        elif self._message.endswith(b"\n"):
-            transport.write(self._message)
-        else:
-            transport.write(self._message + b"\n")
-
-    def dataReceived(self, data: bytes) -> None:
-        """
-        Collect the answer, refusing to hold more than 64 KiB of it.
-        """
-        self._received.append(data)
-        self._size += len(data)
-        if self._size > _MAX_RESPONSE_BYTES and not self.response.called:
-            self.response.errback(
-                ResponseTooLongError(
-                    f"the server sent more than {_MAX_RESPONSE_BYTES} bytes"
-                )
-            )
-            self.transport.abortConnection()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """
-        Deliver what was received, or why nothing was.
-        """
-        if self.response.called:
-            return
-        if self._received:
-            self.response.callback(b"".join(self._received))
-        elif reason.check(ConnectionDone):
-            self.response.errback(
-                NoGreetingError("the server closed the connection without answering")
-            )
-        else:
-            self.response.errback(reason)
-
-    def _cancel(self, response: Deferred[bytes]) -> None:
-        self.transport.abortConnection()
-
-
-def greet(
-    reactor: IReactorTime,
-    endpoint: IStreamClientEndpoint,
-    message: bytes | str = DEFAULT_MESSAGE,
-    timeout: float = 10.0,
-    tls: IOpenSSLClientConnectionCreator | None = None,
-) -> Deferred[bytes]:
-    """
-    Connect to a hellotcp (or classic) server, send C{message}, and return
-    its answer.
-
-    :param reactor: The clock for the timeout.
-    :param endpoint: Where to connect: any client endpoint, TLS included.
-    :param message: The message; text is sent as UTF-8.
-    :param timeout: Seconds for the whole exchange, connection included.
-    :param tls: TLS settings (see L{hellotcp.tls.clientTLS}) to wrap the
-        exchange in; L{None} for plain TCP (or an endpoint that is already
-        TLS, such as C{tls:} endpoint strings make).
-    :returns: A L{Deferred} that fires with the bytes the server sent before
-        closing, or fails with L{NoGreetingError}, L{ResponseTooLongError},
-        L{twisted.internet.defer.TimeoutError} or the connection error.
-    """
-    if isinstance(message, str):
-        message = message.encode("utf-8")
-    if tls is not None:
-        endpoint = wrapClientTLS(tls, endpoint)
-    protocol = HelloClientProtocol(message)
-    connecting = connectProtocol(endpoint, protocol)
-    response: Deferred[bytes] = connecting.addCallback(lambda _: protocol.response)
-    return response.addTimeout(timeout, reactor)
+        for protocol in self.connections:
+            protocol.abort(Outcome.SHUTDOWN)

@@ -12,7 +12,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from hellotcp.client import ClientOptions, describeFailure, endpointHost
-from hellotcp.protocol import NoGreetingError
+from hellotcp.greet import NoGreetingError
 
 
 class DescribeFailureTests(SynchronousTestCase):

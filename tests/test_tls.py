@@ -231,7 +231,7 @@ class ServerSettingsTests(SynchronousTestCase):
         secure = TLSServerFactory(ReloadableServerTLS(self.files()), factory)
         peer = IPv4Address("TCP", "127.0.0.1", 1)
         self.assertIsNotNone(secure.buildProtocol(peer))
-        factory.connections.add(object())  # type: ignore[arg-type]
+        factory.connections.add(object(), None, 0)  # type: ignore[arg-type]
         self.assertIsNone(secure.buildProtocol(peer))
 
 

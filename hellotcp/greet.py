@@ -1,0 +1,136 @@
+# -*- test-case-name: tests.test_greet -*-
+"""
+The client side of the hellotcp exchange: L{HelloClientProtocol} and
+L{greet}, which run one exchange over any Twisted client endpoint, TLS
+included, against hellotcp or the classic blocking-socket server.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import connectProtocol, wrapClientTLS
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IReactorTime,
+    IStreamClientEndpoint,
+    ITCPTransport,
+)
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+
+from .protocol import DEFAULT_MESSAGE, canHalfClose
+
+_MAX_RESPONSE_BYTES = 65536
+
+
+class NoGreetingError(Exception):
+    """
+    The server closed the connection without sending anything.
+    """
+
+
+class ResponseTooLongError(Exception):
+    """
+    The server sent more than any greeting should be (64 KiB).
+    """
+
+
+class HelloClientProtocol(Protocol):
+    """
+    Send one message, then read the answer until the server closes.
+
+    Over TCP the message is sent as it is and followed by a half-close, so a
+    classic blocking-socket server receives exactly those bytes.  Where the
+    transport cannot half-close (TLS) a line feed ends the message instead,
+    unless it already ends with one.
+
+    :ivar response: Fires with the answer, or fails with L{NoGreetingError},
+        L{ResponseTooLongError} or the reason the connection was lost.
+        Cancelling it aborts the connection.
+    """
+
+    transport: ITCPTransport
+
+    def __init__(self, message: bytes) -> None:
+        self._message = message
+        self._received: list[bytes] = []
+        self._size = 0
+        self.response: Deferred[bytes] = Deferred(self._cancel)
+
+    def connectionMade(self) -> None:
+        """
+        Send the message and mark its end.
+        """
+        transport = self.transport
+        if canHalfClose(transport):
+            transport.write(self._message)
+            transport.loseWriteConnection()
+        elif self._message.endswith(b"\n"):
+            transport.write(self._message)
+        else:
+            transport.write(self._message + b"\n")
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Collect the answer, refusing to hold more than 64 KiB of it.
+        """
+        self._received.append(data)
+        self._size += len(data)
+        if self._size > _MAX_RESPONSE_BYTES and not self.response.called:
+            self.response.errback(
+                ResponseTooLongError(
+                    f"the server sent more than {_MAX_RESPONSE_BYTES} bytes"
+                )
+            )
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Deliver what was received, or why nothing was.
+        """
+        if self.response.called:
+            return
+        if self._received:
+            self.response.callback(b"".join(self._received))
+        elif reason.check(ConnectionDone):
+            self.response.errback(
+                NoGreetingError("the server closed the connection without answering")
+            )
+        else:
+            self.response.errback(reason)
+
+    def _cancel(self, response: Deferred[bytes]) -> None:
+        self.transport.abortConnection()
+
+
+def greet(
+    reactor: IReactorTime,
+    endpoint: IStreamClientEndpoint,
+    message: bytes | str = DEFAULT_MESSAGE,
+    timeout: float = 10.0,
+    tls: IOpenSSLClientConnectionCreator | None = None,
+) -> Deferred[bytes]:
+    """
+    Connect to a hellotcp (or classic) server, send C{message}, and return
+    its answer.
+
+    :param reactor: The clock for the timeout.
+    :param endpoint: Where to connect: any client endpoint, TLS included.
+    :param message: The message; text is sent as UTF-8.
+    :param timeout: Seconds for the whole exchange, connection included.
+    :param tls: TLS settings (see L{hellotcp.tls.clientTLS}) to wrap the
+        exchange in; L{None} for plain TCP (or an endpoint that is already
+        TLS, such as C{tls:} endpoint strings make).
+    :returns: A L{Deferred} that fires with the bytes the server sent before
+        closing, or fails with L{NoGreetingError}, L{ResponseTooLongError},
+        L{twisted.internet.defer.TimeoutError} or the connection error.
+    """
+    if isinstance(message, str):
+        message = message.encode("utf-8")
+    if tls is not None:
+        endpoint = wrapClientTLS(tls, endpoint)
+    protocol = HelloClientProtocol(message)
+    connecting = connectProtocol(endpoint, protocol)
+    response: Deferred[bytes] = connecting.addCallback(lambda _: protocol.response)
+    return response.addTimeout(timeout, reactor)

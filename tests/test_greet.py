@@ -1,0 +1,161 @@
+"""
+Unit tests for L{hellotcp.greet}: the client protocol and L{greet}, on
+in-memory transports and clocks.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    ISSLTransport,
+    IStreamClientEndpoint,
+)
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import alsoProvides, implementer
+
+from hellotcp.greet import (
+    HelloClientProtocol,
+    NoGreetingError,
+    ResponseTooLongError,
+    greet,
+)
+
+from .test_protocol import HalfCloseableTransport
+
+
+class ClientProtocolTests(SynchronousTestCase):
+    """
+    L{HelloClientProtocol} sends its message and collects the answer.
+    """
+
+    def test_sendsThenHalfCloses(self) -> None:
+        """
+        Over TCP the message goes out exactly as given, then a half-close.
+        """
+        client = HelloClientProtocol(b"Hello, server!")
+        transport = HalfCloseableTransport()
+        client.makeConnection(transport)
+        self.assertEqual(transport.value(), b"Hello, server!")
+        self.assertTrue(transport.writeClosed)
+        client.dataReceived(b"Hello, ")
+        client.dataReceived(b"client!")
+        self.assertNoResult(client.response)
+        client.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.successResultOf(client.response), b"Hello, client!")
+
+    def test_lineFeedWhereNoHalfClose(self) -> None:
+        """
+        Where the transport cannot half-close (TLS), a line feed ends the
+        message, unless it has one already.
+        """
+        for message, sent in [(b"Hi", b"Hi\n"), (b"Hi\n", b"Hi\n")]:
+            client = HelloClientProtocol(message)
+            transport = HalfCloseableTransport()
+            alsoProvides(transport, ISSLTransport)
+            client.makeConnection(transport)
+            self.assertEqual(transport.value(), sent)
+            self.assertFalse(transport.writeClosed)
+
+    def test_noGreeting(self) -> None:
+        """
+        A server that closes without a byte fails the response with
+        L{NoGreetingError}.
+        """
+        client = HelloClientProtocol(b"Hi")
+        client.makeConnection(HalfCloseableTransport())
+        client.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(client.response, NoGreetingError)
+
+    def test_lostWithoutAnswer(self) -> None:
+        """
+        A connection lost uncleanly before any answer fails with its reason.
+        """
+        client = HelloClientProtocol(b"Hi")
+        client.makeConnection(HalfCloseableTransport())
+        client.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(client.response, ConnectionLost)
+
+    def test_tooLong(self) -> None:
+        """
+        More than 64 KiB of answer fails the response and aborts the
+        connection.
+        """
+        client = HelloClientProtocol(b"Hi")
+        transport = HalfCloseableTransport()
+        client.makeConnection(transport)
+        client.dataReceived(b"x" * 65536)
+        self.assertNoResult(client.response)
+        client.dataReceived(b"x")
+        self.failureResultOf(client.response, ResponseTooLongError)
+        self.assertTrue(transport.disconnected)
+        client.connectionLost(Failure(ConnectionLost()))
+
+    def test_cancelAborts(self) -> None:
+        """
+        Cancelling the response aborts the connection.
+        """
+        client = HelloClientProtocol(b"Hi")
+        transport = HalfCloseableTransport()
+        client.makeConnection(transport)
+        client.response.cancel()
+        self.assertTrue(transport.disconnected)
+        self.failureResultOf(client.response, CancelledError)
+
+
+@implementer(IStreamClientEndpoint)
+class InstantEndpoint:
+    """
+    A client endpoint that connects at once to an in-memory transport.
+    """
+
+    def __init__(self) -> None:
+        self.transport = HalfCloseableTransport()
+        self.protocol: IProtocol | None = None
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        """
+        Connect a protocol from C{factory} to L{transport}.
+        """
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+        assert protocol is not None
+        protocol.makeConnection(self.transport)
+        self.protocol = protocol
+        return succeed(protocol)
+
+
+class GreetTests(SynchronousTestCase):
+    """
+    L{greet} runs one exchange on any endpoint.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.endpoint = InstantEndpoint()
+
+    def test_answer(self) -> None:
+        """
+        L{greet} sends the message (text as UTF-8) and fires with the answer.
+        """
+        answer = greet(self.clock, self.endpoint, "Grüß", timeout=5)
+        self.assertEqual(self.endpoint.transport.value(), "Grüß".encode())
+        assert self.endpoint.protocol is not None
+        self.endpoint.protocol.dataReceived(b"Hello, client!")
+        self.endpoint.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.successResultOf(answer), b"Hello, client!")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timeout(self) -> None:
+        """
+        With no answer within the timeout, L{greet} aborts the connection and
+        fails with L{TimeoutError}.
+        """
+        answer = greet(self.clock, self.endpoint, b"Hi", timeout=5)
+        self.clock.advance(5)
+        self.assertTrue(self.endpoint.transport.disconnected)
+        self.failureResultOf(answer, TimeoutError)
