@@ -16,11 +16,14 @@ from twisted.application.strports import service as listenerService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
+    IListeningPort,
     IProtocolFactory,
     IReactorCore,
     IReactorFromThreads,
+    IStreamServerEndpoint,
 )
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from .protocol import HelloServerFactory
 from .tls import ReloadableServerTLS, TLSServerFactory
@@ -47,6 +50,29 @@ def withBacklog(description: str, backlog: int) -> str:
     if kind not in _BACKLOG_TYPES or "backlog=" in description:
         return description
     return f"{description}:backlog={backlog}"
+
+
+@implementer(IStreamServerEndpoint)
+class _PortRecordingEndpoint:
+    """
+    An endpoint that remembers the ports it listens on, so the service can
+    accept what waits in their queues before it stops listening.
+    """
+
+    def __init__(self, endpoint: IStreamServerEndpoint, ports: list[object]) -> None:
+        self._endpoint = endpoint
+        self._ports = ports
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        """
+        Listen, and remember the port.
+        """
+
+        def record(port: IListeningPort) -> IListeningPort:
+            self._ports.append(port)
+            return port
+
+        return self._endpoint.listen(protocolFactory).addCallback(record)
 
 
 def _describeListenError(error: BaseException) -> str:
@@ -88,6 +114,7 @@ class HelloService(MultiService):
         self._handleSignals = handleSignals
         self._backlog = backlog
         self.tls = tls
+        self._ports: list[object] = []
         self._stopping = False
 
     def listen(self, description: str, secure: bool = False) -> None:
@@ -107,6 +134,7 @@ class HelloService(MultiService):
         listener = listenerService(
             withBacklog(description, self._backlog), factory, reactor=self._reactor
         )
+        listener.endpoint = _PortRecordingEndpoint(listener.endpoint, self._ports)
         listener.setName(name)
         listener.setServiceParent(self)
 
@@ -155,6 +183,13 @@ class HelloService(MultiService):
         return stopped
 
     async def _stop(self) -> None:
+        # Closing a listening socket resets the connections the kernel has
+        # queued on it, whose clients may have sent their whole message:
+        # accept them first, so they are answered like the rest.
+        for port in self._ports:
+            acceptPending = getattr(port, "doRead", None)
+            if acceptPending is not None:
+                acceptPending()
         draining = self.factory.stopGracefully(self.shutdownTimeout)
         await MultiService.stopService(self)
         await draining

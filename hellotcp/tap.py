@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.logger import Logger
 from twisted.python import usage
 
 from ._options import OneLineErrorOptions, number
@@ -22,6 +23,7 @@ DEFAULT_LISTEN = "tcp:5000:interface=127.0.0.1"
 address, on loopback only."""
 
 _defaults = ServerSettings()
+_log = Logger()
 
 
 class Options(OneLineErrorOptions):
@@ -63,7 +65,22 @@ class Options(OneLineErrorOptions):
             "max-connections",
             None,
             str(_defaults.maxConnections),
-            "Connections served at once; more are closed at once and logged.",
+            "Connections served at once. When full, the connection silent the "
+            "longest (1 s or more) is closed to make room; if none is, the new "
+            "one is closed at once. Both are logged.",
+        ],
+        [
+            "max-connections-per-peer",
+            None,
+            str(_defaults.maxConnectionsPerPeer),
+            "Connections served at once from one IP address, evicting or "
+            "refusing as for --max-connections.",
+        ],
+        [
+            "deadline",
+            None,
+            f"{_defaults.deadline:g}",
+            "Seconds a connection may last in all, however it trickles.",
         ],
         [
             "message-gap",
@@ -151,6 +168,10 @@ class Options(OneLineErrorOptions):
             timeout=number(float, "timeout", self["timeout"]),
             maxMessageBytes=number(int, "max-message-bytes", self["max-message-bytes"]),
             maxConnections=number(int, "max-connections", self["max-connections"]),
+            maxConnectionsPerPeer=number(
+                int, "max-connections-per-peer", self["max-connections-per-peer"]
+            ),
+            deadline=number(float, "deadline", self["deadline"]),
             messageGap=number(float, "message-gap", self["message-gap"]),
         )
         self["shutdown-timeout"] = number(
@@ -197,7 +218,17 @@ def makeService(config: Options) -> HelloService:
     factory = HelloServerFactory(settings, cast(IReactorTime, reactor))
     # Each connection holds a descriptor; leave room for the listeners and
     # the log files.
-    raiseFileLimit(settings.maxConnections + 64)
+    needed = settings.maxConnections + 64
+    available = raiseFileLimit(needed)
+    if available < needed:
+        _log.warn(
+            "The open-file limit ({available}) is below --max-connections plus "
+            "room for the server's own files ({needed}): beyond about "
+            "{usable} connections, new ones will be closed at once.",
+            available=available,
+            needed=needed,
+            usable=max(available - 64, 0),
+        )
     service = HelloService(
         factory,
         reactor,

@@ -271,6 +271,8 @@ class TwistTests(CommandTestCase):
             ("--backlog", "4096"),
             ("--shutdown-timeout", "5"),
             ("--message-gap", "0.04"),
+            ("--max-connections-per-peer", "2000"),
+            ("--deadline", "30"),
         ]:
             self.assertIn(option, text)
             self.assertIn(f"[default: {default}]", text)

@@ -434,3 +434,145 @@ class FormatAddressTests(SynchronousTestCase):
         self.assertEqual(formatAddress(UNIXAddress("/tmp/t")), "/tmp/t")
         other = HostnameAddress(b"example.com", 5)
         self.assertEqual(formatAddress(other), str(other))
+
+
+class DefenceTests(SynchronousTestCase):
+    """
+    Limits per peer and in all, eviction of silent connections, the overall
+    deadline, and summarised failure logs.
+    """
+
+    def setUp(self) -> None:
+        self.events = captureLogs(self)
+        self.clock = Clock()
+
+    def factory(self, **settings: Any) -> HelloServerFactory:
+        """
+        A factory with these settings on this test's clock.
+        """
+        return HelloServerFactory(ServerSettings(**settings), self.clock)
+
+    def connect(
+        self, factory: HelloServerFactory, host: str = "127.0.0.1"
+    ) -> tuple[HelloServerProtocol, HalfCloseableTransport] | None:
+        """
+        Offer a connection from C{host}; L{None} if refused.
+        """
+        address = IPv4Address("TCP", host, 40000)
+        protocol = factory.buildProtocol(address)
+        if protocol is None:
+            return None
+        transport = HalfCloseableTransport(peerAddress=address)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def outcomes(self) -> list[str]:
+        """
+        The outcomes logged so far.
+        """
+        return [e["outcome"] for e in self.events if "outcome" in e]
+
+    def test_evictsLongestSilent(self) -> None:
+        """
+        At the limit, the connection silent the longest (1 s or more) is
+        closed to make room for the new one.
+        """
+        factory = self.factory(maxConnections=2)
+        first = self.connect(factory)
+        self.clock.advance(0.5)
+        second = self.connect(factory)
+        assert first and second
+        self.clock.advance(0.5)
+        third = self.connect(factory)
+        self.assertIsNotNone(third)
+        self.assertTrue(first[1].disconnected)
+        self.assertFalse(second[1].disconnected)
+        self.assertEqual(len(factory.connections), 2)
+        first[0].connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(len(factory.connections), 2)
+        self.assertEqual(self.outcomes(), ["evicted"])
+
+    def test_youngOrTalkingNotEvicted(self) -> None:
+        """
+        A connection silent for less than a second, or one that has sent
+        bytes, is never evicted: the newcomer is refused instead.
+        """
+        factory = self.factory(maxConnections=2)
+        talking = self.connect(factory)
+        assert talking
+        talking[0].dataReceived(b"Hel")
+        self.clock.advance(0.01)  # less than the message gap
+        self.connect(factory)
+        self.clock.advance(0.5)
+        self.assertIsNone(self.connect(factory))
+        self.assertEqual(self.outcomes(), ["refused"])
+        [refusal] = [e for e in self.events if e.get("outcome") == "refused"]
+        self.assertEqual(refusal["reason"], "max-connections")
+
+    def test_perPeer(self) -> None:
+        """
+        One address cannot take more than its share; others still get in.
+        """
+        factory = self.factory(maxConnectionsPerPeer=2)
+        self.connect(factory)
+        self.connect(factory)
+        self.assertIsNone(self.connect(factory))
+        self.assertIsNotNone(self.connect(factory, "127.0.0.2"))
+        [refusal] = [e for e in self.events if e.get("outcome") == "refused"]
+        self.assertEqual(refusal["reason"], "max-connections-per-peer")
+        self.assertEqual(refusal["limit"], 2)
+        self.clock.advance(1)
+        # Now the oldest silent connection of that peer makes room.
+        self.assertIsNotNone(self.connect(factory))
+        self.assertEqual(factory.connections.count("127.0.0.1"), 2)
+        self.assertEqual(factory.connections.count("127.0.0.2"), 1)
+
+    def test_deadline(self) -> None:
+        """
+        A client trickling bytes faster than the message gap, to keep its
+        message open, is aborted at the deadline, unanswered.
+        """
+        factory = self.factory(deadline=5, maxMessageBytes=100_000)
+        connection = self.connect(factory)
+        assert connection
+        protocol, transport = connection
+        while not transport.disconnected:
+            self.assertLess(self.clock.seconds(), 6)
+            protocol.dataReceived(b"x")
+            self.clock.advance(0.03)
+        self.assertGreaterEqual(self.clock.seconds(), 5)
+        self.assertEqual(transport.value(), b"")
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(self.outcomes(), ["deadline"])
+
+    def test_deadlineBeforeTimeout(self) -> None:
+        """
+        A deadline shorter than the idle timeout wins.
+        """
+        factory = self.factory(deadline=1, timeout=10)
+        connection = self.connect(factory)
+        assert connection
+        self.clock.advance(1)
+        self.assertTrue(connection[1].disconnected)
+
+    def test_failuresSummarised(self) -> None:
+        """
+        Past ten of a kind in ten seconds, failures are counted and logged
+        as one summary when the ten seconds end; greetings are always
+        logged.
+        """
+        factory = self.factory(timeout=0.1)
+        for _ in range(25):
+            connection = self.connect(factory)
+            assert connection
+            self.clock.advance(0.1)
+            connection[0].connectionLost(Failure(ConnectionDone()))
+        greeted = self.connect(factory)
+        assert greeted
+        greeted[0].dataReceived(b"Hi\n")
+        greeted[0].connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.outcomes(), ["timeout"] * 10 + ["greeted"])
+        self.clock.advance(10)
+        [summary] = [e for e in self.events if e.get("outcome") == "summary"]
+        self.assertEqual((summary["kind"], summary["count"]), ("timeout", 15))
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -116,3 +116,30 @@ class FileLimitTests(SynchronousTestCase):
         self.assertEqual(raiseFileLimit(300), 300)
         self.assertEqual(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 300)
         self.assertEqual(raiseFileLimit(100), 300)
+
+
+class AcceptPendingTests(SynchronousTestCase):
+    """
+    Stopping accepts what waits in the listen queues before closing them.
+    """
+
+    def test_acceptsBeforeStopping(self) -> None:
+        """
+        The ports listened on are recorded, and each is read (accepting its
+        queue) while it still listens, before the service stops them.
+        """
+        memory = MemoryReactorClock()
+        service = HelloService(HelloServerFactory(clock=Clock()), memory)
+        service.listen("tcp:7000")
+        service.startService()
+        [recorded] = service._ports
+        self.assertEqual(recorded.getHost().port, 7000)  # type: ignore[attr-defined]
+        accepted: list[bool] = []
+
+        class Port:
+            def doRead(self) -> None:
+                accepted.append(bool(memory.tcpServers) and bool(service.running))
+
+        service._ports.append(Port())
+        self.successResultOf(service.stopService())
+        self.assertEqual(accepted, [True])

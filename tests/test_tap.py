@@ -43,6 +43,8 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["settings"].greeting, b"Hello, client!")
         self.assertEqual(options["settings"].timeout, 10.0)
         self.assertEqual(options["settings"].maxMessageBytes, 1024)
+        self.assertEqual(options["settings"].maxConnectionsPerPeer, 2000)
+        self.assertEqual(options["settings"].deadline, 30.0)
         self.assertEqual(options["backlog"], 4096)
         self.assertEqual(options["shutdown-timeout"], 5.0)
 
@@ -69,6 +71,10 @@ class OptionsTests(SynchronousTestCase):
             "10",
             "--shutdown-timeout",
             "0",
+            "--max-connections-per-peer",
+            "2",
+            "--deadline",
+            "7.5",
         )
         self.assertEqual(options["listen"], ["tcp:7000", "unix:/tmp/hello.sock"])
         self.assertEqual(
@@ -78,7 +84,9 @@ class OptionsTests(SynchronousTestCase):
                 timeout=2.5,
                 maxMessageBytes=64,
                 maxConnections=3,
+                maxConnectionsPerPeer=2,
                 messageGap=0.1,
+                deadline=7.5,
             ),
         )
         self.assertEqual(options["backlog"], 10)
