@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from attrs import evolve
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
@@ -209,26 +210,45 @@ class Options(OneLineErrorOptions):
             raise usage.UsageError(str(error)) from None
 
 
+# Descriptors kept for the server's own use: listeners, log files, TLS files,
+# and the one Twisted reserves for recovering from EMFILE.
+_RESERVED_DESCRIPTORS = 64
+
+
+def _fitFileLimit(settings: ServerSettings) -> ServerSettings:
+    """
+    Raise the open-file limit to fit C{--max-connections}; where the hard
+    limit does not allow it, lower the connection limit to fit instead, so
+    that running out of descriptors (EMFILE) is a refusal like any other.
+    """
+    needed = settings.maxConnections + _RESERVED_DESCRIPTORS
+    available = raiseFileLimit(needed)
+    if available >= needed:
+        return settings
+    usable = max(available - _RESERVED_DESCRIPTORS, 1)
+    _log.warn(
+        "The open-file limit ({available}) is below --max-connections "
+        "({configured}) plus {reserved} for the server itself: serving at most "
+        "{usable} connections at once.",
+        available=available,
+        configured=settings.maxConnections,
+        reserved=_RESERVED_DESCRIPTORS,
+        usable=usable,
+    )
+    return evolve(
+        settings,
+        maxConnections=usable,
+        maxConnectionsPerPeer=min(settings.maxConnectionsPerPeer, usable),
+    )
+
+
 def makeService(config: Options) -> HelloService:
     """
     Build the service C{twist hellotcp} runs from parsed L{Options}.
     """
     reactor: Any = config.reactor
-    settings: ServerSettings = config["settings"]
+    settings = _fitFileLimit(config["settings"])
     factory = HelloServerFactory(settings, cast(IReactorTime, reactor))
-    # Each connection holds a descriptor; leave room for the listeners and
-    # the log files.
-    needed = settings.maxConnections + 64
-    available = raiseFileLimit(needed)
-    if available < needed:
-        _log.warn(
-            "The open-file limit ({available}) is below --max-connections plus "
-            "room for the server's own files ({needed}): beyond about "
-            "{usable} connections, new ones will be closed at once.",
-            available=available,
-            needed=needed,
-            usable=max(available - 64, 0),
-        )
     service = HelloService(
         factory,
         reactor,

@@ -15,6 +15,7 @@ import random
 import socket
 import statistics
 import struct
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -334,6 +335,7 @@ class IdleFloodTests(HostileTestCase):
         flood += await self.attack(port, 200, None, source="127.0.0.3")
         await deferLater(reactor, 1.2)  # older than the eviction age
         refused = [p for p in flood if p.ended.called]
+
         # Keep the server full: a new silent connection every 20 ms.
         def floodOneMore() -> None:
             protocol = Counted()
@@ -640,3 +642,71 @@ class SoakTests(HostileTestCase):
             rss_kib_at_100k=memory[1],
         )
         await self.stop()
+
+
+class DescriptorExhaustionTests(HostileTestCase):
+    """
+    Running out of file descriptors (EMFILE).
+    """
+
+    async def test_fileLimit(self) -> None:
+        """
+        With an open-file limit of 128 that cannot be raised and 300 idle
+        clients, the server says at start that it will serve 64 at once,
+        holds no more than that, refuses the rest without spinning (nor
+        running out of descriptors), logs the refusals in bounded volume,
+        and greets again as soon as the flood goes.
+        """
+        port = freePort()
+        self.log = os.path.join(self.folder, "server.log")
+        limited = (
+            "import os, resource, sys;"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128));"
+            "os.execv(sys.argv[1], sys.argv[1:])"
+        )
+        self.server = await self.startServer(
+            [
+                sys.executable,
+                "-c",
+                limited,
+                command("twist"),
+                f"--log-file={self.log}",
+                "hellotcp",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--max-connections",
+                "1000",
+            ],
+            port,
+        )
+        pid = self.server.transport.pid  # type: ignore[union-attr]
+        flood = await self.attack(port, 300, None)
+        await deferLater(reactor, 0.5)
+        cpuBefore = cpuSeconds(pid)
+        await deferLater(reactor, 2)
+        cpuWhileFull = cpuSeconds(pid) - cpuBefore
+        held = sum(1 for p in flood if not p.ended.called)
+        descriptors = openDescriptors(pid)
+        for protocol in flood:
+            if not protocol.ended.called:
+                protocol.transport.abortConnection()  # type: ignore[union-attr]
+        latencies = await self.probe(port, 1)
+        self.assertEqual(held, 64)
+        self.assertLess(descriptors, 128)
+        self.assertLess(cpuWhileFull, 0.5)
+        self.assertProbesServed(latencies, 0.5)
+        await self.stop()
+        with open(self.log) as log:
+            text = log.read()
+        self.assertIn('"usable": 64', text)
+        self.assertNotIn("EMFILE", text)
+        self.assertLess(text.count("\n"), 100)
+        report(
+            "file-limit",
+            file_limit=128,
+            clients=300,
+            held=held,
+            server_descriptors=descriptors,
+            server_cpu_seconds_in_2s_full=round(cpuWhileFull, 3),
+            **summary(latencies),
+        )
