@@ -570,7 +570,7 @@ def main() -> None:
         [f"{BIN}/hellotcp-certs", pki], check=True, stdout=subprocess.DEVNULL
     )
     context = clientContext(pki)
-    plainCount, tlsCount = (500, 100) if arguments.quick else (4000, 800)
+    plainCount, tlsCount = (500, 100) if arguments.quick else (4000, 1500)
     runs: list[Run] = []
     everything = [server for server in servers(pki) if wanted(server)]
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import socket
 import ssl
 import sys
+from typing import Any
 
 GREETING = b"Hello, client!"
 BACKLOG = 4096
@@ -28,14 +29,15 @@ def twisted(port: int, tls: tuple[str, str] | None) -> None:
     """
     The floor for anything built on Twisted: a dozen lines of Protocol.
     """
-    from twisted.internet import reactor
-    from twisted.internet.interfaces import IHalfCloseableProtocol
+    from twisted.internet import reactor as _reactor
+    from twisted.internet.interfaces import IHalfCloseableProtocol, ITCPTransport
     from twisted.internet.protocol import Factory, Protocol
     from zope.interface import implementer
 
     @implementer(IHalfCloseableProtocol)
     class Greeter(Protocol):
         answered = False
+        transport: ITCPTransport
 
         def dataReceived(self, data: bytes) -> None:
             if b"\n" in data and not self.answered:
@@ -57,6 +59,7 @@ def twisted(port: int, tls: tuple[str, str] | None) -> None:
         def writeConnectionLost(self) -> None:
             pass
 
+    reactor: Any = _reactor
     factory = Factory.forProtocol(Greeter)
     factory.noisy = False
     if tls:

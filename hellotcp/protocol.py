@@ -303,6 +303,8 @@ class HelloServerProtocol(Protocol):
                     problem = reason.getErrorMessage()
         self._state = _State.CLOSED
         self.factory.connectionEnded(self)
+        if self._outcome is Outcome.GREETED and not self.factory.logGreetings:
+            return
         self.factory.logExchange(
             self._outcome,
             "{peer} {outcome}: {reason}"
@@ -384,6 +386,9 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
     :ivar clock: Where every timeout comes from.
     :ivar connections: The connections being served now.
     :ivar failures: Where repeated failures are logged and summarised.
+    :ivar logGreetings: Whether to log each greeted exchange (at info);
+        failures are always logged.  An application that filters out info
+        sets it to L{False} so the events are not even built.
     """
 
     # Every exchange is logged already; "Starting factory" lines add nothing.
@@ -393,6 +398,7 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
         self,
         settings: ServerSettings = ServerSettings(),
         clock: IReactorTime | None = None,
+        logGreetings: bool = True,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -402,6 +408,7 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
         self.clock = clock
         self.connections: ConnectionTable[HelloServerProtocol] = ConnectionTable()
         self.failures = SummarizingLog(_log, clock)
+        self.logGreetings = logGreetings
         self._stopping = False
         self._idle: list[Deferred[None]] = []
 

@@ -576,3 +576,28 @@ class DefenceTests(SynchronousTestCase):
         [summary] = [e for e in self.events if e.get("outcome") == "summary"]
         self.assertEqual((summary["kind"], summary["count"]), ("timeout", 15))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class QuietGreetingTests(SynchronousTestCase):
+    """
+    A factory told not to log greetings still logs failures.
+    """
+
+    def test_onlyFailures(self) -> None:
+        """
+        Greetings go unlogged; a timeout is logged.
+        """
+        events = captureLogs(self)
+        clock = Clock()
+        factory = HelloServerFactory(
+            ServerSettings(timeout=1), clock, logGreetings=False
+        )
+        for data in (b"Hi\n", b""):
+            protocol = factory.buildProtocol(PEER)
+            assert protocol is not None
+            protocol.makeConnection(HalfCloseableTransport(peerAddress=PEER))
+            if data:
+                protocol.dataReceived(data)
+            clock.advance(1)
+            protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual([e["outcome"] for e in events if "outcome" in e], ["timeout"])

@@ -210,3 +210,24 @@ class WithBacklogTests(SynchronousTestCase):
         """
         for description in ("tcp:5000:backlog=3", "systemd:domain=INET:index=0"):
             self.assertEqual(withBacklog(description, 9), description)
+
+
+class LogLevelTests(SynchronousTestCase):
+    """
+    Under C{twist --log-level=warn} greetings are not logged at all.
+    """
+
+    def test_followsTwist(self) -> None:
+        """
+        The factory logs greetings unless twist's log level is above info.
+        """
+        from twisted.application.twist._options import TwistOptions
+        from twisted.logger import LogLevel
+
+        for level, expected in [(LogLevel.info, True), (LogLevel.warn, False)]:
+            options = parse("--listen", "tcp:7000")
+            parent = TwistOptions()
+            parent["logLevel"] = level
+            options.parent = parent
+            self.assertIs(tap.makeService(options).factory.logGreetings, expected)
+        self.assertTrue(tap.makeService(parse()).factory.logGreetings)
