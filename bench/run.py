@@ -70,10 +70,23 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
 
-    def start(self, folder: str) -> None:
+    def start(self, folder: str, attempts: int = 5) -> None:
         """
-        Start it pinned to the servers' CPU, and wait until it accepts.
+        Start it pinned to the servers' CPU, and wait until it accepts; on a
+        port taken in the meantime, try again on another.
         """
+        for attempt in range(attempts):
+            try:
+                self._start(folder)
+                return
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+                port = freePort()
+                self.argv = [a.replace(str(self.port), str(port)) for a in self.argv]
+                self.port = port
+
+    def _start(self, folder: str) -> None:
         errors = os.path.join(folder, f"{self.port}.err")
         with open(errors, "wb") as stderr:
             self.process = subprocess.Popen(
@@ -264,7 +277,7 @@ async def load(
     port: int, context: ssl.SSLContext | None, count: int, concurrency: int
 ) -> list[tuple[str, float]]:
     """
-    C{count} exchanges, C{concurrency} at a time.
+    ``count`` exchanges, ``concurrency`` at a time.
     """
     results: list[tuple[str, float]] = []
     remaining = count
@@ -287,7 +300,7 @@ def measure(
     context: ssl.SSLContext | None,
 ) -> Run:
     """
-    Warm the server up, then time C{count} exchanges.
+    Warm the server up, then time ``count`` exchanges.
     """
     asyncio.run(load(server.port, context, min(200, count), concurrency))
     overflows = listenOverflows()
@@ -324,7 +337,7 @@ async def holdIdle(
     port: int, context: ssl.SSLContext | None, count: int
 ) -> tuple[list[asyncio.StreamWriter], Counter[str]]:
     """
-    Open C{count} connections (TLS handshakes completed) that send nothing,
+    Open ``count`` connections (TLS handshakes completed) that send nothing,
     spread over several loopback source addresses.
     """
     writers: list[asyncio.StreamWriter] = []
@@ -353,7 +366,7 @@ def idleMemory(
     server: Server, count: int, context: ssl.SSLContext | None
 ) -> dict[str, Any]:
     """
-    Server memory per idle connection while it holds C{count} of them.
+    Server memory per idle connection while it holds ``count`` of them.
     """
 
     async def main() -> dict[str, Any]:
@@ -600,7 +613,25 @@ def main() -> None:
     finally:
         for server in everything:
             server.stop()
-    idle = []
+
+    def write(idle: list[dict[str, Any]]) -> str:
+        report = {
+            "machine": machine(),
+            "repetitions": arguments.repetitions,
+            "runs": [run.__dict__ for run in runs],
+            "ratios": ratios(runs),
+            "idle": idle,
+        }
+        os.makedirs(arguments.out, exist_ok=True)
+        with open(os.path.join(arguments.out, "results.json"), "w") as file:
+            json.dump(report, file, indent=1)
+        text = markdown(report)
+        with open(os.path.join(arguments.out, "results.md"), "w") as file:
+            file.write(text)
+        return text
+
+    idle: list[dict[str, Any]] = []
+    write(idle)  # the throughput figures are kept even if an idle run fails
     idleCount = 1000 if arguments.quick else arguments.idle_connections
     for server in servers(pki, idle=True):
         if arguments.skip_idle or not wanted(server):
@@ -612,19 +643,7 @@ def main() -> None:
         finally:
             server.stop()
     shutil.rmtree(folder, ignore_errors=True)
-    report = {
-        "machine": machine(),
-        "repetitions": arguments.repetitions,
-        "runs": [run.__dict__ for run in runs],
-        "ratios": ratios(runs),
-        "idle": idle,
-    }
-    os.makedirs(arguments.out, exist_ok=True)
-    with open(os.path.join(arguments.out, "results.json"), "w") as file:
-        json.dump(report, file, indent=1)
-    text = markdown(report)
-    with open(os.path.join(arguments.out, "results.md"), "w") as file:
-        file.write(text)
+    text = write(idle)
     print(text)
 
 

@@ -4,10 +4,10 @@ hellotcp: a greeting service built on Twisted.
 A client connects, sends one short message, and the server logs it, answers
 with a greeting and closes.  The public API:
 
-  - L{HelloServerFactory} and L{ServerSettings}: serve greetings from any
+  - `HelloServerFactory` and `ServerSettings`: serve greetings from any
     Twisted server endpoint;
-  - L{greet}: one exchange from any Twisted client endpoint;
-  - L{HelloService}: the factory behind several endpoints, stopping
+  - `greet`: one exchange from any Twisted client endpoint;
+  - `HelloService`: the factory behind several endpoints, stopping
     gracefully.
 """
 

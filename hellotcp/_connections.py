@@ -16,7 +16,7 @@ class ConnectionTable(Generic[_C]):
     """
     The open connections of one server.
 
-    Every operation is O(1) but L{oldestSilent} for one peer, which walks the
+    Every operation is O(1) but `oldestSilent` for one peer, which walks the
     silent connections in order until it finds one of that peer (only when a
     peer is at its limit).
     """
@@ -38,15 +38,15 @@ class ConnectionTable(Generic[_C]):
 
     def count(self, peer: str) -> int:
         """
-        How many connections C{peer} has open.
+        How many connections ``peer`` has open.
         """
         return self._perPeer.get(peer, 0)
 
     def add(self, connection: _C, peer: str | None, now: float) -> None:
         """
-        Count a new connection, silent until L{spoke}.
+        Count a new connection, silent until `spoke`.
 
-        :param peer: Its address, or L{None} where it has none to limit
+        :param peer: Its address, or `None` where it has none to limit
             (UNIX sockets).
         """
         self._peers[connection] = peer
@@ -81,7 +81,7 @@ class ConnectionTable(Generic[_C]):
     def oldestSilent(self, before: float, peer: str | None = None) -> _C | None:
         """
         The connection silent the longest, if it has been silent since
-        before C{before}; only those of C{peer} if given.
+        before ``before``; only those of ``peer`` if given.
         """
         for connection, since in self._silentSince.items():
             if since > before:

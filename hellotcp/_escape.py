@@ -14,10 +14,10 @@ _CONTROLS.update({ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"})
 
 def escape(data: bytes) -> str:
     """
-    Render C{data} as printable text that shows every byte unambiguously.
+    Render ``data`` as printable text that shows every byte unambiguously.
 
-    Valid UTF-8 stays readable; invalid bytes become C{\\xNN}; control
-    characters become C{\\xNN}, C{\\t}, C{\\n} or C{\\r}; a backslash is
+    Valid UTF-8 stays readable; invalid bytes become ``\\xNN``; control
+    characters become ``\\xNN``, ``\\t``, ``\\n`` or ``\\r``; a backslash is
     doubled so that an escape can never be forged by the peer.
 
     :param data: Bytes received from, or to be shown about, a peer.

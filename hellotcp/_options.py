@@ -1,5 +1,5 @@
 """
-What the command lines of C{twist hellotcp} and C{hellotcp-client} share:
+What the command lines of ``twist hellotcp`` and ``hellotcp-client`` share:
 one-line errors and checked numbers.
 """
 
@@ -19,8 +19,8 @@ def number(
     kind: Callable[[str], _Number], name: str, value: str, zeroAllowed: bool = False
 ) -> _Number:
     """
-    Read the value of option C{--name} as a finite number greater than 0 (or
-    at least 0 where C{zeroAllowed}).
+    Read the value of option ``--name`` as a finite number greater than 0 (or
+    at least 0 where ``zeroAllowed``).
 
     :raises usage.UsageError: With a sentence naming the option.
     """
@@ -44,7 +44,7 @@ class OneLineErrorOptions(usage.Options):
     """
     Options whose mistakes end the program with one line on standard error
     and exit status 2, instead of a traceback or the whole usage text (which
-    C{--help} shows).
+    ``--help`` shows).
 
     :cvar program: The name the error line starts with.
     """
@@ -56,7 +56,7 @@ class OneLineErrorOptions(usage.Options):
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
-        Parse C{options}; exit with one line on a mistake.
+        Parse ``options``; exit with one line on a mistake.
         """
         try:
             usage.Options.parseOptions(self, options)

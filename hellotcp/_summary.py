@@ -17,8 +17,8 @@ from twisted.logger import Logger, LogLevel
 
 class SummarizingLog:
     """
-    Emit events of each kind (a key such as C{"timeout"}) one by one up to
-    C{burst} times per C{interval} seconds; count the rest, and log one
+    Emit events of each kind (a key such as ``"timeout"``) one by one up to
+    ``burst`` times per ``interval`` seconds; count the rest, and log one
     summary per kind when the interval ends.
 
     :ivar suppressed: Events counted but not logged in this interval, by kind.
@@ -42,7 +42,7 @@ class SummarizingLog:
 
     def emit(self, kind: str, level: LogLevel, format: str, **fields: Any) -> None:
         """
-        Log an event of kind C{kind}, unless this interval has had C{burst}
+        Log an event of kind ``kind``, unless this interval has had ``burst``
         of them already, in which case count it.
         """
         now = self._clock.seconds()

@@ -9,7 +9,7 @@ from OpenSSL import SSL, crypto
 
 def describeTLSError(error: BaseException | None) -> str:
     """
-    The reasons OpenSSL gives for C{error}, joined into one short line.
+    The reasons OpenSSL gives for ``error``, joined into one short line.
     """
     reasons = None
     if isinstance(error, (SSL.Error, crypto.Error)) and error.args:

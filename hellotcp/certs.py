@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_certs -*-
 """
-The C{hellotcp-certs} program (also C{python -m hellotcp.certs}): a private
+The ``hellotcp-certs`` program (also ``python -m hellotcp.certs``): a private
 CA, a server certificate and a client certificate, for people who have none.
 
 The functions are public so that tests (and users' own tooling) can make
@@ -136,7 +136,7 @@ def issue(
     start: datetime.datetime | None = None,
 ) -> Issued:
     """
-    A certificate signed by C{ca}, for a server (covering C{names}: host
+    A certificate signed by ``ca``, for a server (covering ``names``: host
     names or IP addresses) or for a client.
 
     :param days: How long it is valid.
@@ -169,7 +169,7 @@ def issue(
 
 def writeFile(path: str, data: bytes, private: bool = False) -> None:
     """
-    Write C{data} to C{path}; a private file is readable by its owner only,
+    Write ``data`` to ``path``; a private file is readable by its owner only,
     from the moment it exists.
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
@@ -182,7 +182,7 @@ def writeFile(path: str, data: bytes, private: bool = False) -> None:
 
 def writeIssued(folder: str, stem: str, issued: Issued) -> tuple[str, str]:
     """
-    Write C{stem}.pem and C{stem}-key.pem into C{folder}.
+    Write ``stem``.pem and ``stem``-key.pem into ``folder``.
 
     :returns: The two paths.
     """
@@ -195,7 +195,7 @@ def writeIssued(folder: str, stem: str, issued: Issued) -> tuple[str, str]:
 
 class CertsOptions(OneLineErrorOptions):
     """
-    Options of C{hellotcp-certs}.
+    Options of ``hellotcp-certs``.
     """
 
     program = "hellotcp-certs"
@@ -250,7 +250,7 @@ class CertsOptions(OneLineErrorOptions):
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """
-    Run C{hellotcp-certs}.
+    Run ``hellotcp-certs``.
     """
     options = CertsOptions()
     options.parseOptions(sys.argv[1:] if argv is None else argv)

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_client -*-
 """
-The C{hellotcp-client} program (also C{python -m hellotcp.client}): send one
+The ``hellotcp-client`` program (also ``python -m hellotcp.client``): send one
 message to a greeting server and print its answer.
 """
 
@@ -38,7 +38,7 @@ _TLS_ALERT = b"\x15\x03"
 
 class ClientOptions(OneLineErrorOptions):
     """
-    Options of C{hellotcp-client}.
+    Options of ``hellotcp-client``.
     """
 
     program = _PROGRAM
@@ -137,7 +137,7 @@ class ClientOptions(OneLineErrorOptions):
 
 def endpointHost(description: str) -> str | None:
     """
-    The host of a C{tcp:} or C{tcp6:} client endpoint description, which
+    The host of a ``tcp:`` or ``tcp6:`` client endpoint description, which
     TLS verifies the server's certificate against.
     """
     args, kwargs = _parse(description)
@@ -236,7 +236,7 @@ async def _exchange(reactor: IReactorTime, options: ClientOptions) -> None:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """
-    Run C{hellotcp-client} with C{argv} (the process's arguments by default).
+    Run ``hellotcp-client`` with ``argv`` (the process's arguments by default).
     """
     options = ClientOptions()
     options.parseOptions(sys.argv[1:] if argv is None else argv)

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_greet -*-
 """
-The client side of the hellotcp exchange: L{HelloClientProtocol} and
-L{greet}, which run one exchange over any Twisted client endpoint, TLS
+The client side of the hellotcp exchange: `HelloClientProtocol` and
+`greet`, which run one exchange over any Twisted client endpoint, TLS
 included, against hellotcp or the classic blocking-socket server.
 """
 
@@ -45,8 +45,8 @@ class HelloClientProtocol(Protocol):
     transport cannot half-close (TLS) a line feed ends the message instead,
     unless it already ends with one.
 
-    :ivar response: Fires with the answer, or fails with L{NoGreetingError},
-        L{ResponseTooLongError} or the reason the connection was lost.
+    :ivar response: Fires with the answer, or fails with `NoGreetingError`,
+        `ResponseTooLongError` or the reason the connection was lost.
         Cancelling it aborts the connection.
     """
 
@@ -112,19 +112,19 @@ def greet(
     tls: IOpenSSLClientConnectionCreator | None = None,
 ) -> Deferred[bytes]:
     """
-    Connect to a hellotcp (or classic) server, send C{message}, and return
+    Connect to a hellotcp (or classic) server, send ``message``, and return
     its answer.
 
     :param reactor: The clock for the timeout.
     :param endpoint: Where to connect: any client endpoint, TLS included.
     :param message: The message; text is sent as UTF-8.
     :param timeout: Seconds for the whole exchange, connection included.
-    :param tls: TLS settings (see L{hellotcp.tls.clientTLS}) to wrap the
-        exchange in; L{None} for plain TCP (or an endpoint that is already
-        TLS, such as C{tls:} endpoint strings make).
-    :returns: A L{Deferred} that fires with the bytes the server sent before
-        closing, or fails with L{NoGreetingError}, L{ResponseTooLongError},
-        L{twisted.internet.defer.TimeoutError} or the connection error.
+    :param tls: TLS settings (see `hellotcp.tls.clientTLS`) to wrap the
+        exchange in; `None` for plain TCP (or an endpoint that is already
+        TLS, such as ``tls:`` endpoint strings make).
+    :returns: A `Deferred` that fires with the bytes the server sent before
+        closing, or fails with `NoGreetingError`, `ResponseTooLongError`,
+        `twisted.internet.defer.TimeoutError` or the connection error.
     """
     if isinstance(message, str):
         message = message.encode("utf-8")

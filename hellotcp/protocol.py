@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_protocol -*-
 """
-The hellotcp wire protocol, server side: framing, L{HelloServerProtocol},
-and L{HelloServerFactory} with its limits.
+The hellotcp wire protocol, server side: framing, `HelloServerProtocol`,
+and `HelloServerFactory` with its limits.
 
 One exchange on the wire::
 
@@ -17,14 +17,14 @@ One exchange on the wire::
 The message ends at the first of:
   - a line feed (an optional carriage return before it is dropped);
   - the client's half-close (end of file on the server's reading side);
-  - a pause of C{messageGap} seconds after the last byte, so that a client
+  - a pause of ``messageGap`` seconds after the last byte, so that a client
     which sends no terminator at all (the classic blocking-socket client) is
     answered promptly;
-  - C{maxMessageBytes} bytes without a terminator: the message is cut there,
-    logged as C{too-long}, and still answered.
+  - ``maxMessageBytes`` bytes without a terminator: the message is cut there,
+    logged as ``too-long``, and still answered.
 
 The server half-closes after its greeting and reads (and discards) until the
-client closes, for at most C{linger} seconds: closing a socket that still
+client closes, for at most ``linger`` seconds: closing a socket that still
 holds unread bytes makes the kernel send a reset, which can destroy the
 greeting before the client has read it.
 
@@ -82,17 +82,17 @@ _log = Logger()
 
 class Outcome(str, Enum):
     """
-    How one connection ended, as logged in the C{outcome} field.
+    How one connection ended, as logged in the ``outcome`` field.
     """
 
     GREETED = "greeted"
     """The message was received and the greeting sent."""
 
     TOO_LONG = "too-long"
-    """The message exceeded C{maxMessageBytes}; it was cut and greeted."""
+    """The message exceeded ``maxMessageBytes``; it was cut and greeted."""
 
     TIMEOUT = "timeout"
-    """The client sent nothing within C{timeout} seconds and was closed."""
+    """The client sent nothing within ``timeout`` seconds and was closed."""
 
     LOST = "lost"
     """The client went away before its message was complete."""
@@ -105,7 +105,7 @@ class Outcome(str, Enum):
     a client that does not speak TLS, ...)."""
 
     DEADLINE = "deadline"
-    """The connection outlived C{deadline} seconds and was aborted."""
+    """The connection outlived ``deadline`` seconds and was aborted."""
 
     EVICTED = "evicted"
     """The server was full and this connection, silent the longest, was
@@ -115,7 +115,7 @@ class Outcome(str, Enum):
 @frozen
 class ServerSettings:
     """
-    The limits and answer of a L{HelloServerFactory}.
+    The limits and answer of a `HelloServerFactory`.
 
     :ivar greeting: The bytes sent back to every client.
     :ivar timeout: Seconds a new connection may stay silent before it is closed.
@@ -151,8 +151,8 @@ def formatAddress(address: IAddress) -> str:
     """
     Format a peer or host address the way people write it.
 
-    :returns: C{host:port}, C{[v6-host]:port}, a UNIX socket path, or the
-        address's own C{str} for anything else.
+    :returns: ``host:port``, ``[v6-host]:port``, a UNIX socket path, or the
+        address's own ``str`` for anything else.
     """
     if isinstance(address, IPv4Address):
         return f"{address.host}:{address.port}"
@@ -168,9 +168,9 @@ def formatAddress(address: IAddress) -> str:
 
 def canHalfClose(transport: ITransport) -> bool:
     """
-    Whether C{transport} can close its writing side and go on reading.
+    Whether ``transport`` can close its writing side and go on reading.
 
-    TLS transports pass C{loseWriteConnection} through to the TCP connection
+    TLS transports pass ``loseWriteConnection`` through to the TCP connection
     beneath them, which would cut the TLS stream mid-record, so they count as
     unable (they close with a TLS close alert instead).
     """
@@ -373,11 +373,11 @@ class HelloServerProtocol(Protocol):
 
 class HelloServerFactory(ServerFactory[HelloServerProtocol]):
     """
-    Build L{HelloServerProtocol}s within the limits of C{settings}: in all,
+    Build `HelloServerProtocol`s within the limits of ``settings``: in all,
     and per peer address.
 
     When a limit is reached, the connection that has been silent the longest
-    (at least L{EVICTION_AGE} seconds, never having sent a byte) is closed to
+    (at least `EVICTION_AGE` seconds, never having sent a byte) is closed to
     make room; only if there is none is the new connection refused (closed at
     once by Twisted).  An idle flood thus cannot lock well-behaved clients
     out, even from the same address.
@@ -388,7 +388,7 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
     :ivar failures: Where repeated failures are logged and summarised.
     :ivar logGreetings: Whether to log each greeted exchange (at info);
         failures are always logged.  An application that filters out info
-        sets it to L{False} so the events are not even built.
+        sets it to `False` so the events are not even built.
     """
 
     # Every exchange is logged already; "Starting factory" lines add nothing.
@@ -414,7 +414,7 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
 
     def buildProtocol(self, addr: IAddress | None) -> HelloServerProtocol | None:
         """
-        Build a protocol for a new connection, or return L{None} (which makes
+        Build a protocol for a new connection, or return `None` (which makes
         Twisted close it at once) when the server is stopping or a limit is
         reached and no silent connection can make room.
         """
@@ -494,10 +494,10 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
 
     def stopGracefully(self, timeout: float) -> Deferred[None]:
         """
-        Accept no new connection, give the open ones up to C{timeout} seconds
+        Accept no new connection, give the open ones up to ``timeout`` seconds
         to finish their exchange, then abort whatever is left.
 
-        :returns: A L{Deferred} that fires once every connection is closed.
+        :returns: A `Deferred` that fires once every connection is closed.
         """
         self._stopping = True
         if not self.connections:

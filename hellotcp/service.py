@@ -41,8 +41,8 @@ _BACKLOG_TYPES = frozenset({"tcp", "tcp6", "ssl", "unix"})
 
 def withBacklog(description: str, backlog: int) -> str:
     """
-    Add C{backlog=N} to a server endpoint description that lacks one and
-    whose type takes one (looking through an C{haproxy:} prefix).
+    Add ``backlog=N`` to a server endpoint description that lacks one and
+    whose type takes one (looking through an ``haproxy:`` prefix).
     """
     kind, _, rest = description.partition(":")
     if kind == "haproxy":
@@ -85,12 +85,12 @@ def _describeListenError(error: BaseException) -> str:
 
 class HelloService(MultiService):
     """
-    Serve one L{HelloServerFactory} on any number of endpoints.
+    Serve one `HelloServerFactory` on any number of endpoints.
 
     Starting it listens on every endpoint at once, before the reactor runs,
     so that an address in use or a malformed socket path stops the program
     with one clear line.  Stopping it stops listening, then gives exchanges
-    in flight up to C{shutdownTimeout} seconds to finish.
+    in flight up to ``shutdownTimeout`` seconds to finish.
 
     :ivar factory: The factory every listener serves.
     :ivar shutdownTimeout: Seconds open exchanges get to finish on stop.
@@ -119,10 +119,10 @@ class HelloService(MultiService):
 
     def listen(self, description: str, secure: bool = False) -> None:
         """
-        Add a listener on the server endpoint C{description}, with the
+        Add a listener on the server endpoint ``description``, with the
         service's backlog unless the description sets one.
 
-        :param secure: Serve TLS on it, with the service's C{tls} settings.
+        :param secure: Serve TLS on it, with the service's ``tls`` settings.
         """
         factory: IProtocolFactory = self.factory
         name = description
@@ -140,7 +140,7 @@ class HelloService(MultiService):
 
     def privilegedStartService(self) -> None:
         """
-        Listen on every endpoint (C{twistd} calls this before dropping
+        Listen on every endpoint (``twistd`` calls this before dropping
         privileges).
         """
         self._startListeners(privileged=True)
@@ -176,7 +176,7 @@ class HelloService(MultiService):
     def stopService(self) -> Deferred[None]:
         """
         Stop listening, then wait for open exchanges (up to
-        C{shutdownTimeout} seconds).
+        ``shutdownTimeout`` seconds).
         """
         self._stopping = True
         stopped: Deferred[None] = Deferred.fromCoroutine(self._stop())
@@ -237,7 +237,7 @@ class HelloService(MultiService):
 
 def raiseFileLimit(needed: int) -> int:
     """
-    Raise the soft limit on open files towards C{needed}, as far as the hard
+    Raise the soft limit on open files towards ``needed``, as far as the hard
     limit allows: each connection holds a descriptor.
 
     :returns: The soft limit now in force.

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_tap -*-
 """
-The C{twist hellotcp} (and C{twistd hellotcp}) plugin: command-line options
+The ``twist hellotcp`` (and ``twistd hellotcp``) plugin: command-line options
 to a running service.
 """
 
@@ -29,7 +29,7 @@ _log = Logger()
 
 class Options(OneLineErrorOptions):
     """
-    Options of C{twist hellotcp}.
+    Options of ``twist hellotcp``.
 
     :ivar reactor: The reactor that endpoints are parsed and served with
         (tests put a memory reactor here before parsing).
@@ -217,7 +217,7 @@ _RESERVED_DESCRIPTORS = 64
 
 def _fitFileLimit(settings: ServerSettings) -> ServerSettings:
     """
-    Raise the open-file limit to fit C{--max-connections}; where the hard
+    Raise the open-file limit to fit ``--max-connections``; where the hard
     limit does not allow it, lower the connection limit to fit instead, so
     that running out of descriptors (EMFILE) is a refusal like any other.
     """
@@ -244,9 +244,9 @@ def _fitFileLimit(settings: ServerSettings) -> ServerSettings:
 
 def _logsInfo(config: Options) -> bool:
     """
-    Whether C{twist}'s C{--log-level} lets info events through: when it does
+    Whether ``twist``'s ``--log-level`` lets info events through: when it does
     not, greetings are not logged at all rather than built and then dropped
-    (about a tenth of an exchange's cost).  C{twistd} has no such option.
+    (about a tenth of an exchange's cost).  ``twistd`` has no such option.
     """
     parent = getattr(config, "parent", None)
     level = parent.get("logLevel") if parent is not None else None
@@ -255,7 +255,7 @@ def _logsInfo(config: Options) -> bool:
 
 def makeService(config: Options) -> HelloService:
     """
-    Build the service C{twist hellotcp} runs from parsed L{Options}.
+    Build the service ``twist hellotcp`` runs from parsed `Options`.
     """
     reactor: Any = config.reactor
     settings = _fitFileLimit(config["settings"])

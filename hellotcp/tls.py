@@ -4,8 +4,8 @@ TLS for hellotcp: loading certificates and keys with clear errors, the
 server's reloadable TLS settings, and the client's verified ones.
 
 The protocols know nothing of this module: TLS wraps their factories from
-outside (L{TLSMemoryBIOFactory} on the server, L{wrapClientTLS} in
-L{hellotcp.protocol.greet}).
+outside (`TLSMemoryBIOFactory` on the server, `wrapClientTLS` in
+`hellotcp.protocol.greet`).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _checkValidity(certificate: x509.Certificate, path: str, what: str) -> None:
 
 def loadCertificates(path: str, what: str = "certificate") -> list[x509.Certificate]:
     """
-    Read every PEM certificate in C{path}, in order, and check that each is
+    Read every PEM certificate in ``path``, in order, and check that each is
     valid now.
 
     :param what: How error messages name the file (the option's name).
@@ -195,7 +195,7 @@ class ServerTLSFiles:
 class ReloadableServerTLS:
     """
     TLS server settings that can be read again from their files while
-    serving: connections made after a L{reload} use the new certificate;
+    serving: connections made after a `reload` use the new certificate;
     open ones keep theirs.
     """
 
@@ -274,7 +274,7 @@ class VerifiedClientTLS:
     def problem(self) -> str | None:
         """
         Why the server's certificate chain does not verify, in OpenSSL's
-        words, or L{None} if it does (or none was received).
+        words, or `None` if it does (or none was received).
 
         The handshake's own error only says "certificate verify failed";
         verifying the received chain again against the same trust says why.
@@ -304,7 +304,7 @@ def clientTLS(
 ) -> VerifiedClientTLS:
     """
     Verified TLS client settings: the server's certificate must chain to
-    C{ca} (or the system's trust store) and name C{hostname}.
+    ``ca`` (or the system's trust store) and name ``hostname``.
 
     :param hostname: The name (or IP address) the certificate must cover.
     :param ca: PEM file of the CAs to trust instead of the system's.
@@ -338,7 +338,7 @@ class TLSServerFactory(TLSMemoryBIOFactory):
     """
     TLS around a server factory that may refuse a connection.
 
-    L{TLSMemoryBIOFactory} would wrap the L{None} by which a factory refuses
+    `TLSMemoryBIOFactory` would wrap the `None` by which a factory refuses
     a connection (when its limit is reached) in a TLS protocol that then
     fails; here a refusal stays a refusal, and Twisted closes the connection
     at once.

@@ -1,3 +1,3 @@
 """
-Tests for hellotcp, run with C{python -m twisted.trial tests}.
+Tests for hellotcp, run with ``python -m twisted.trial tests``.
 """

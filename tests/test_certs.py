@@ -1,5 +1,5 @@
 """
-Tests for L{hellotcp.certs}, the C{hellotcp-certs} program.
+Tests for `hellotcp.certs`, the ``hellotcp-certs`` program.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hellotcp.tls import CertificateFiles, loadCertificates
 
 class CertsProgramTests(SynchronousTestCase):
     """
-    C{hellotcp-certs DIR} makes a usable CA, server and client certificate.
+    ``hellotcp-certs DIR`` makes a usable CA, server and client certificate.
     """
 
     def runProgram(self, *argv: str) -> tuple[int | str | None, str, str]:
@@ -61,7 +61,7 @@ class CertsProgramTests(SynchronousTestCase):
 
     def test_hostnames(self) -> None:
         """
-        C{--hostname} replaces the default names.
+        ``--hostname`` replaces the default names.
         """
         folder = self.mktemp()
         self.runProgram(

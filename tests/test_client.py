@@ -1,5 +1,5 @@
 """
-Tests for L{hellotcp.client}: the one-line reasons of C{hellotcp-client}.
+Tests for `hellotcp.client`: the one-line reasons of ``hellotcp-client``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hellotcp.greet import NoGreetingError
 
 class DescribeFailureTests(SynchronousTestCase):
     """
-    L{describeFailure} says what went wrong in words, on one line.
+    `describeFailure` says what went wrong in words, on one line.
     """
 
     def setUp(self) -> None:
@@ -26,7 +26,7 @@ class DescribeFailureTests(SynchronousTestCase):
 
     def describe(self, exception: BaseException) -> str:
         """
-        Describe C{exception} as the client would.
+        Describe ``exception`` as the client would.
         """
         return describeFailure(Failure(exception), self.options)
 
@@ -57,12 +57,12 @@ class DescribeFailureTests(SynchronousTestCase):
 
 class ClientOptionsTests(SynchronousTestCase):
     """
-    L{ClientOptions} refuses TLS options that cannot work together.
+    `ClientOptions` refuses TLS options that cannot work together.
     """
 
     def assertRefused(self, argv: list[str], expected: str) -> None:
         """
-        Parsing C{argv} exits 2 with C{expected} on one line.
+        Parsing ``argv`` exits 2 with ``expected`` on one line.
         """
         err = io.StringIO()
         self.patch(sys, "stderr", err)
@@ -73,7 +73,7 @@ class ClientOptionsTests(SynchronousTestCase):
 
     def test_refusals(self) -> None:
         """
-        TLS options without C{--tls}, C{--tls} around a C{tls:} endpoint,
+        TLS options without ``--tls``, ``--tls`` around a ``tls:`` endpoint,
         half a client certificate, and no name to verify.
         """
         self.assertRefused(
@@ -103,7 +103,7 @@ class ClientOptionsTests(SynchronousTestCase):
 
 class EndpointHostTests(SynchronousTestCase):
     """
-    L{endpointHost} finds the host of TCP client endpoint descriptions.
+    `endpointHost` finds the host of TCP client endpoint descriptions.
     """
 
     def test_hosts(self) -> None:

@@ -1,6 +1,6 @@
 """
-The installed commands, run as users run them: C{twist hellotcp},
-C{twistd hellotcp} and C{hellotcp-client}, as subprocesses, from a folder
+The installed commands, run as users run them: ``twist hellotcp``,
+``twistd hellotcp`` and ``hellotcp-client``, as subprocesses, from a folder
 outside the checkout.
 """
 
@@ -70,7 +70,7 @@ class Process(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         """
-        Fire L{ended} with the exit status.
+        Fire `ended` with the exit status.
         """
         value = reason.value
         if isinstance(value, ProcessDone):
@@ -95,7 +95,7 @@ class CommandTestCase(TestCase):
 
     def spawn(self, argv: Sequence[str]) -> Process:
         """
-        Start C{argv}; the test fails unless it ends within L{TIMEOUT}
+        Start ``argv``; the test fails unless it ends within `TIMEOUT`
         seconds after the test, and it is killed if still running.
         """
         process = Process()
@@ -114,7 +114,7 @@ class CommandTestCase(TestCase):
 
     async def runCommand(self, argv: Sequence[str]) -> tuple[int, str, str]:
         """
-        Run C{argv} to its end.
+        Run ``argv`` to its end.
 
         :returns: The exit status, standard output and standard error.
         """
@@ -124,7 +124,7 @@ class CommandTestCase(TestCase):
 
     async def startServer(self, argv: Sequence[str], port: int) -> Process:
         """
-        Start a server command and wait until C{port} answers.
+        Start a server command and wait until ``port`` answers.
         """
         process = self.spawn(argv)
         clock: IReactorTime = reactor
@@ -141,7 +141,7 @@ class CommandTestCase(TestCase):
     def assertOneLine(self, status: int, stderr: str, expected: str) -> None:
         """
         The command failed with exactly one line on standard error, holding
-        C{expected}, and no traceback or usage text.
+        ``expected``, and no traceback or usage text.
         """
         self.assertNotEqual(status, 0)
         self.assertEqual(len(stderr.splitlines()), 1, stderr)
@@ -152,12 +152,12 @@ class CommandTestCase(TestCase):
 
 class TwistTests(CommandTestCase):
     """
-    C{twist hellotcp}, installed, in a real process.
+    ``twist hellotcp``, installed, in a real process.
     """
 
     async def test_servesLogsAndStops(self) -> None:
         """
-        The server greets the classic client and C{hellotcp-client}, logs
+        The server greets the classic client and ``hellotcp-client``, logs
         each exchange as structured JSON, and exits 0 on SIGTERM.
         """
         port = freePort()
@@ -257,7 +257,7 @@ class TwistTests(CommandTestCase):
 
     async def test_help(self) -> None:
         """
-        C{--help} documents every option with its default.
+        ``--help`` documents every option with its default.
         """
         status, out, _ = await self.runCommand([command("twist"), "hellotcp", "--help"])
         self.assertEqual(status, 0)
@@ -280,12 +280,12 @@ class TwistTests(CommandTestCase):
 
 class TwistdTests(CommandTestCase):
     """
-    C{twistd hellotcp} reads the same plugin.
+    ``twistd hellotcp`` reads the same plugin.
     """
 
     async def test_twistd(self) -> None:
         """
-        C{twistd -n hellotcp} serves and exits 0 on SIGTERM.
+        ``twistd -n hellotcp`` serves and exits 0 on SIGTERM.
         """
         port = freePort()
         server = await self.startServer(
@@ -311,7 +311,7 @@ class TwistdTests(CommandTestCase):
 
 class ClientCommandTests(CommandTestCase):
     """
-    C{hellotcp-client}'s errors: one line each, and a non-zero exit.
+    ``hellotcp-client``'s errors: one line each, and a non-zero exit.
     """
 
     async def test_refused(self) -> None:
@@ -327,7 +327,7 @@ class ClientCommandTests(CommandTestCase):
 
     async def test_timeout(self) -> None:
         """
-        A server that never answers: a timeout after C{--timeout} seconds.
+        A server that never answers: a timeout after ``--timeout`` seconds.
         """
         silent = socket.create_server(("127.0.0.1", 0))
         self.addCleanup(silent.close)
@@ -406,7 +406,7 @@ class ClientCommandTests(CommandTestCase):
 
     async def test_messageOption(self) -> None:
         """
-        C{--message} is what the server receives, byte for byte (a classic
+        ``--message`` is what the server receives, byte for byte (a classic
         server here).
         """
         listener = socket.create_server(("127.0.0.1", 0))

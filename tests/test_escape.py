@@ -1,5 +1,5 @@
 """
-Tests for L{hellotcp._escape}.
+Tests for `hellotcp._escape`.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -9,7 +9,7 @@ from hellotcp._escape import escape
 
 class EscapeTests(SynchronousTestCase):
     """
-    L{escape} shows every byte unambiguously and lets no control through.
+    `escape` shows every byte unambiguously and lets no control through.
     """
 
     def test_plainText(self) -> None:
@@ -31,13 +31,13 @@ class EscapeTests(SynchronousTestCase):
 
     def test_invalidUTF8(self) -> None:
         """
-        Bytes that are not UTF-8 become C{\\xNN}.
+        Bytes that are not UTF-8 become ``\\xNN``.
         """
         self.assertEqual(escape(b"\xff\xfe ok"), "\\xff\\xfe ok")
 
     def test_backslashCannotForge(self) -> None:
         """
-        A literal backslash is doubled, so a peer sending the text C{\\xff}
+        A literal backslash is doubled, so a peer sending the text ``\\xff``
         is told apart from one sending the byte 0xFF.
         """
         self.assertEqual(escape(b"\\xff"), "\\\\xff")

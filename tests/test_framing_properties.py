@@ -22,7 +22,7 @@ SETTINGS = ServerSettings(maxMessageBytes=64)
 
 def splits(data: bytes, cuts: list[int]) -> list[bytes]:
     """
-    C{data} cut at the positions C{cuts}.
+    ``data`` cut at the positions ``cuts``.
     """
     points = sorted({cut % (len(data) + 1) for cut in cuts} | {0, len(data)})
     return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
@@ -35,7 +35,7 @@ class FramingPropertyTests(SynchronousTestCase):
 
     def exchange(self, chunks: list[bytes], ending: str) -> tuple[bytes, list[str]]:
         """
-        Feed C{chunks} (without pauses longer than the message gap), then
+        Feed ``chunks`` (without pauses longer than the message gap), then
         end the stream by a half-close or by a pause.
 
         :returns: What the server wrote, and the (outcome, message) it

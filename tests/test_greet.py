@@ -1,5 +1,5 @@
 """
-Unit tests for L{hellotcp.greet}: the client protocol and L{greet}, on
+Unit tests for `hellotcp.greet`: the client protocol and `greet`, on
 in-memory transports and clocks.
 """
 
@@ -31,7 +31,7 @@ from .test_protocol import HalfCloseableTransport
 
 class ClientProtocolTests(SynchronousTestCase):
     """
-    L{HelloClientProtocol} sends its message and collects the answer.
+    `HelloClientProtocol` sends its message and collects the answer.
     """
 
     def test_sendsThenHalfCloses(self) -> None:
@@ -65,7 +65,7 @@ class ClientProtocolTests(SynchronousTestCase):
     def test_noGreeting(self) -> None:
         """
         A server that closes without a byte fails the response with
-        L{NoGreetingError}.
+        `NoGreetingError`.
         """
         client = HelloClientProtocol(b"Hi")
         client.makeConnection(HalfCloseableTransport())
@@ -120,7 +120,7 @@ class InstantEndpoint:
 
     def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
         """
-        Connect a protocol from C{factory} to L{transport}.
+        Connect a protocol from ``factory`` to `transport`.
         """
         protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
         assert protocol is not None
@@ -131,7 +131,7 @@ class InstantEndpoint:
 
 class GreetTests(SynchronousTestCase):
     """
-    L{greet} runs one exchange on any endpoint.
+    `greet` runs one exchange on any endpoint.
     """
 
     def setUp(self) -> None:
@@ -140,7 +140,7 @@ class GreetTests(SynchronousTestCase):
 
     def test_answer(self) -> None:
         """
-        L{greet} sends the message (text as UTF-8) and fires with the answer.
+        `greet` sends the message (text as UTF-8) and fires with the answer.
         """
         answer = greet(self.clock, self.endpoint, "Grüß", timeout=5)
         self.assertEqual(self.endpoint.transport.value(), "Grüß".encode())
@@ -152,8 +152,8 @@ class GreetTests(SynchronousTestCase):
 
     def test_timeout(self) -> None:
         """
-        With no answer within the timeout, L{greet} aborts the connection and
-        fails with L{TimeoutError}.
+        With no answer within the timeout, `greet` aborts the connection and
+        fails with `TimeoutError`.
         """
         answer = greet(self.clock, self.endpoint, b"Hi", timeout=5)
         self.clock.advance(5)

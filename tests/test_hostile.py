@@ -1,10 +1,10 @@
 """
-The proof suite: a real C{twist hellotcp} under hostile traffic, load and
+The proof suite: a real ``twist hellotcp`` under hostile traffic, load and
 faults, with a well-behaved client that must keep being greeted throughout.
 
 Every test is bounded in count and time, asserts figures, and records them
-(one JSON line per test in C{reliability-figures.jsonl} in trial's working
-folder; C{.ci/run} prints them, and docs/reliability.md reports a run).
+(one JSON line per test in ``reliability-figures.jsonl`` in trial's working
+folder; ``.ci/run`` prints them, and docs/reliability.md reports a run).
 """
 
 from __future__ import annotations
@@ -50,14 +50,14 @@ def report(test: str, **figures: Any) -> None:
 
 def openDescriptors(pid: int) -> int:
     """
-    How many file descriptors process C{pid} has open.
+    How many file descriptors process ``pid`` has open.
     """
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def residentKiB(pid: int) -> int:
     """
-    The resident memory of process C{pid}, in KiB.
+    The resident memory of process ``pid``, in KiB.
     """
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -68,7 +68,7 @@ def residentKiB(pid: int) -> int:
 
 def cpuSeconds(pid: int) -> float:
     """
-    The CPU time process C{pid} has used, user and system.
+    The CPU time process ``pid`` has used, user and system.
     """
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
@@ -104,7 +104,7 @@ def clientHello() -> bytes:
 
 class Counted(Protocol):
     """
-    An attacking connection: runs C{behaviour} once connected, and records
+    An attacking connection: runs ``behaviour`` once connected, and records
     what the server did with it.
 
     :ivar ended: Fires with (bytes received, seconds the connection lasted).
@@ -143,7 +143,7 @@ class Counted(Protocol):
 
     def trickle(self, data: bytes, every: float) -> None:
         """
-        Send C{data} one byte every C{every} seconds, forever.
+        Send ``data`` one byte every ``every`` seconds, forever.
         """
         remaining = iter(data * 1000)
 
@@ -157,16 +157,16 @@ class Counted(Protocol):
 
 class HostileTestCase(CommandTestCase):
     """
-    Start C{twist hellotcp}, attack it, and probe it meanwhile.
+    Start ``twist hellotcp``, attack it, and probe it meanwhile.
     """
 
     async def startTwist(
         self, *options: str, tls: PKI | None = None
     ) -> tuple[int, int]:
         """
-        Run C{twist hellotcp} on a fresh loopback port with C{options}.
+        Run ``twist hellotcp`` on a fresh loopback port with ``options``.
 
-        :returns: The port (the TLS port where C{tls} is given) and the
+        :returns: The port (the TLS port where ``tls`` is given) and the
             server's process id.
         """
         port = freePort()
@@ -195,7 +195,7 @@ class HostileTestCase(CommandTestCase):
 
     def endpoint(self, port: int, source: str = "127.0.0.1") -> TCP4ClientEndpoint:
         """
-        A client endpoint to the server from loopback address C{source}.
+        A client endpoint to the server from loopback address ``source``.
         """
         # Binding before connecting makes the kernel search for a port unique
         # to all destinations, which gets slow with thousands of sockets:
@@ -214,7 +214,7 @@ class HostileTestCase(CommandTestCase):
         every: float = 0.1,
     ) -> list[float]:
         """
-        Greet the server every C{every} seconds for C{seconds}, as a
+        Greet the server every ``every`` seconds for ``seconds``, as a
         well-behaved client would.
 
         :returns: The seconds each greeting took.
@@ -242,7 +242,7 @@ class HostileTestCase(CommandTestCase):
         source: str = "127.0.0.1",
     ) -> list[Counted]:
         """
-        Open C{count} connections from C{source}, each running C{behaviour}.
+        Open ``count`` connections from ``source``, each running ``behaviour``.
         """
         protocols = [Counted(behaviour) for _ in range(count)]
         endpoint = self.endpoint(port, source)
@@ -261,7 +261,7 @@ class HostileTestCase(CommandTestCase):
 
     def assertProbesServed(self, latencies: list[float], within: float) -> None:
         """
-        Every probe was greeted, each within C{within} seconds.
+        Every probe was greeted, each within ``within`` seconds.
         """
         self.assertGreater(len(latencies), 5)
         self.assertLess(max(latencies), within)

@@ -57,9 +57,9 @@ def readToEnd(sock: socket.socket) -> bytes:
 def classicClient(port: int) -> tuple[bytes, float]:
     """
     The classic blocking-socket client: send without terminator or
-    half-close, one C{recv(1024)}, close.
+    half-close, one ``recv(1024)``, close.
 
-    :returns: What the one C{recv} returned, and the seconds it took.
+    :returns: What the one ``recv`` returned, and the seconds it took.
     """
     started = time.monotonic()
     with connect(port) as sock:
@@ -94,7 +94,7 @@ class HeldClient(Protocol):
 
 class LoopbackServerTests(TestCase):
     """
-    L{HelloServerFactory} on a real loopback port.
+    `HelloServerFactory` on a real loopback port.
     """
 
     def startServer(self, settings: ServerSettings = ServerSettings()) -> int:
@@ -111,7 +111,7 @@ class LoopbackServerTests(TestCase):
 
     async def test_classicClient(self) -> None:
         """
-        The classic client (no terminator, no half-close, one C{recv})
+        The classic client (no terminator, no half-close, one ``recv``)
         receives exactly the greeting within 100 ms.
         """
         port = self.startServer()
@@ -261,7 +261,7 @@ class LoopbackServerTests(TestCase):
 
     async def test_maxConnections(self) -> None:
         """
-        Beyond C{--max-connections}, a new connection is closed at once
+        Beyond ``--max-connections``, a new connection is closed at once
         without an answer; the open ones are still served.
         """
         port = self.startServer(ServerSettings(maxConnections=2))
@@ -283,8 +283,8 @@ class LoopbackServerTests(TestCase):
 
     async def waitFor(self, condition: Callable[[], bool]) -> None:
         """
-        Let the reactor run until C{condition} holds, for at most
-        L{TIMEOUT} seconds.
+        Let the reactor run until ``condition`` holds, for at most
+        `TIMEOUT` seconds.
         """
         clock: IReactorTime = reactor
         deadline = clock.seconds() + TIMEOUT
@@ -321,12 +321,12 @@ class LoopbackServerTests(TestCase):
 
 class ClassicServerTests(TestCase):
     """
-    L{greet} against the classic blocking-socket server.
+    `greet` against the classic blocking-socket server.
     """
 
     async def test_greetClassicServer(self) -> None:
         """
-        The classic server receives exactly C{Hello, server!}, and L{greet}
+        The classic server receives exactly ``Hello, server!``, and `greet`
         returns exactly its answer.
         """
         listener = socket.create_server(("127.0.0.1", 0))
@@ -355,8 +355,8 @@ class ClassicServerTests(TestCase):
 
     async def test_serverClosesWithoutAnswer(self) -> None:
         """
-        A server that closes without a byte makes L{greet} fail with
-        L{hellotcp.NoGreetingError}.
+        A server that closes without a byte makes `greet` fail with
+        `hellotcp.NoGreetingError`.
         """
         from hellotcp import NoGreetingError
 

@@ -1,5 +1,5 @@
 """
-Unit tests for L{hellotcp.protocol}, on in-memory transports and clocks.
+Unit tests for `hellotcp.protocol`, on in-memory transports and clocks.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 
 def captureLogs(testCase: SynchronousTestCase) -> EventLoggingObserver:
     """
-    Collect what L{hellotcp.protocol} logs during C{testCase}.
+    Collect what `hellotcp.protocol` logs during ``testCase``.
 
     The events are taken before they reach the global publisher, because
-    trial's legacy log observer rewrites the C{message} field of every event
+    trial's legacy log observer rewrites the ``message`` field of every event
     it sees (legacy observers reserve that key).
     """
     events = EventLoggingObserver()
@@ -52,9 +52,9 @@ def captureLogs(testCase: SynchronousTestCase) -> EventLoggingObserver:
 
 class HalfCloseableTransport(StringTransport):
     """
-    A L{StringTransport} that can close its writing side, as TCP can.
+    A `StringTransport` that can close its writing side, as TCP can.
 
-    :ivar writeClosed: Whether L{loseWriteConnection} was called.
+    :ivar writeClosed: Whether `loseWriteConnection` was called.
     """
 
     writeClosed = False
@@ -89,7 +89,7 @@ class ServerHarness:
 
     def send(self, data: bytes) -> None:
         """
-        Deliver C{data} to the server as if it arrived from the client.
+        Deliver ``data`` to the server as if it arrived from the client.
         """
         self.protocol.dataReceived(data)
 
@@ -108,7 +108,7 @@ class ServerHarness:
 
 class ServerProtocolTests(SynchronousTestCase):
     """
-    The framing and answers of L{HelloServerProtocol}.
+    The framing and answers of `HelloServerProtocol`.
     """
 
     def test_unterminatedMessageAnsweredAfterGap(self) -> None:
@@ -216,7 +216,7 @@ class ServerProtocolTests(SynchronousTestCase):
     def test_tooLong(self) -> None:
         """
         A message longer than the maximum is cut there, logged as
-        C{too-long}, and still answered; nothing more is buffered.
+        ``too-long``, and still answered; nothing more is buffered.
         """
         server = ServerHarness(self, ServerSettings(maxMessageBytes=10))
         server.send(b"0123456789A")
@@ -282,7 +282,7 @@ class ServerProtocolTests(SynchronousTestCase):
 
     def test_clientGoneBeforeMessage(self) -> None:
         """
-        A client that disconnects mid-message is logged as C{lost}, with what
+        A client that disconnects mid-message is logged as ``lost``, with what
         it sent, and gets no timer left behind.
         """
         server = ServerHarness(self)
@@ -308,7 +308,7 @@ class ServerProtocolTests(SynchronousTestCase):
 
     def test_tlsTransportClosedNotHalfClosed(self) -> None:
         """
-        Over TLS the server closes with C{loseConnection} (a close alert):
+        Over TLS the server closes with ``loseConnection`` (a close alert):
         half-closing the TCP connection beneath would cut the TLS stream.
         """
         transport = HalfCloseableTransport(peerAddress=PEER)
@@ -329,7 +329,7 @@ class ServerProtocolTests(SynchronousTestCase):
 
 class ServerSettingsTests(SynchronousTestCase):
     """
-    L{ServerSettings} refuses values that would break the server.
+    `ServerSettings` refuses values that would break the server.
     """
 
     def test_refusesNonPositive(self) -> None:
@@ -348,7 +348,7 @@ class ServerSettingsTests(SynchronousTestCase):
 
 class ServerFactoryTests(SynchronousTestCase):
     """
-    L{HelloServerFactory} limits and stops its connections.
+    `HelloServerFactory` limits and stops its connections.
     """
 
     def connect(
@@ -362,7 +362,7 @@ class ServerFactoryTests(SynchronousTestCase):
 
     def test_maxConnections(self) -> None:
         """
-        Beyond C{maxConnections} open connections, new ones are refused (so
+        Beyond ``maxConnections`` open connections, new ones are refused (so
         Twisted closes them at once) and the refusal is logged; a closed
         connection frees its slot.
         """
@@ -379,7 +379,7 @@ class ServerFactoryTests(SynchronousTestCase):
 
     def test_stopGracefullyWaits(self) -> None:
         """
-        L{HelloServerFactory.stopGracefully} refuses new connections and
+        `HelloServerFactory.stopGracefully` refuses new connections and
         fires once the open ones have finished.
         """
         clock = Clock()
@@ -397,7 +397,7 @@ class ServerFactoryTests(SynchronousTestCase):
     def test_stopGracefullyAborts(self) -> None:
         """
         Connections still open when the shutdown timeout passes are aborted
-        and logged as C{shutdown}.
+        and logged as ``shutdown``.
         """
         events = captureLogs(self)
         clock = Clock()
@@ -420,7 +420,7 @@ class ServerFactoryTests(SynchronousTestCase):
 
 class FormatAddressTests(SynchronousTestCase):
     """
-    L{formatAddress} writes addresses the way people do.
+    `formatAddress` writes addresses the way people do.
     """
 
     def test_kinds(self) -> None:
@@ -456,7 +456,7 @@ class DefenceTests(SynchronousTestCase):
         self, factory: HelloServerFactory, host: str = "127.0.0.1"
     ) -> tuple[HelloServerProtocol, HalfCloseableTransport] | None:
         """
-        Offer a connection from C{host}; L{None} if refused.
+        Offer a connection from ``host``; `None` if refused.
         """
         address = IPv4Address("TCP", host, 40000)
         protocol = factory.buildProtocol(address)

@@ -1,5 +1,5 @@
 """
-Tests for L{hellotcp.service}.
+Tests for `hellotcp.service`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class ListenErrorTests(SynchronousTestCase):
 
     def test_addressInUse(self) -> None:
         """
-        An address in use raises L{SystemExit} naming the endpoint as the
+        An address in use raises `SystemExit` naming the endpoint as the
         user wrote it and the system's reason, with no traceback.
         """
         taken = socket.create_server(("127.0.0.1", 0))
@@ -103,7 +103,7 @@ class SignalTests(SynchronousTestCase):
 
 class FileLimitTests(SynchronousTestCase):
     """
-    L{raiseFileLimit} makes room for the connections.
+    `raiseFileLimit` makes room for the connections.
     """
 
     def test_raises(self) -> None:

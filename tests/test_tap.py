@@ -1,5 +1,5 @@
 """
-Tests for L{hellotcp.tap}: the options of C{twist hellotcp} and the service
+Tests for `hellotcp.tap`: the options of ``twist hellotcp`` and the service
 they make.
 """
 
@@ -19,7 +19,7 @@ from hellotcp.service import withBacklog
 
 def parse(*argv: str) -> tap.Options:
     """
-    Parse C{argv} as C{twist hellotcp} would, against a memory reactor.
+    Parse ``argv`` as ``twist hellotcp`` would, against a memory reactor.
     """
     options = tap.Options()
     options.reactor = MemoryReactorClock()
@@ -29,7 +29,7 @@ def parse(*argv: str) -> tap.Options:
 
 class OptionsTests(SynchronousTestCase):
     """
-    L{tap.Options} turns the command line into settings.
+    `tap.Options` turns the command line into settings.
     """
 
     def test_defaults(self) -> None:
@@ -94,7 +94,7 @@ class OptionsTests(SynchronousTestCase):
 
     def assertOneLineError(self, argv: list[str], expected: str) -> None:
         """
-        Parsing C{argv} exits with status 2 after one line on standard error.
+        Parsing ``argv`` exits with status 2 after one line on standard error.
         """
         stderr = io.StringIO()
         self.patch(sys, "stderr", stderr)
@@ -146,13 +146,13 @@ class OptionsTests(SynchronousTestCase):
 
 class MakeServiceTests(SynchronousTestCase):
     """
-    L{tap.makeService} serves the factory on every endpoint.
+    `tap.makeService` serves the factory on every endpoint.
     """
 
     def test_listens(self) -> None:
         """
         Starting the service listens on each endpoint with the backlog,
-        serving one L{HelloServerFactory}.
+        serving one `HelloServerFactory`.
         """
         options = parse(
             "--listen", "tcp:7000:interface=127.0.0.1", "--listen", "tcp:7001"
@@ -188,7 +188,7 @@ class MakeServiceTests(SynchronousTestCase):
 
 class WithBacklogTests(SynchronousTestCase):
     """
-    L{withBacklog} sets the listen queue where Twisted's default would apply.
+    `withBacklog` sets the listen queue where Twisted's default would apply.
     """
 
     def test_added(self) -> None:
@@ -214,7 +214,7 @@ class WithBacklogTests(SynchronousTestCase):
 
 class LogLevelTests(SynchronousTestCase):
     """
-    Under C{twist --log-level=warn} greetings are not logged at all.
+    Under ``twist --log-level=warn`` greetings are not logged at all.
     """
 
     def test_followsTwist(self) -> None:

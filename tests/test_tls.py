@@ -1,5 +1,5 @@
 """
-Unit tests for L{hellotcp.tls}: loading files with clear errors, server
+Unit tests for `hellotcp.tls`: loading files with clear errors, server
 settings and their reload, and the client settings.
 """
 
@@ -51,7 +51,7 @@ class LoadingTests(SynchronousTestCase):
 
     def assertRefused(self, expected: str, load: object, *args: str) -> None:
         """
-        Calling C{load} raises L{TLSFileError} whose message is C{expected}.
+        Calling ``load`` raises `TLSFileError` whose message is ``expected``.
         """
         with self.assertRaises(TLSFileError) as raised:
             load(*args)  # type: ignore[operator]
@@ -162,7 +162,7 @@ class LoadingTests(SynchronousTestCase):
 
 class ServerSettingsTests(SynchronousTestCase):
     """
-    L{ServerTLSFiles} and L{ReloadableServerTLS}.
+    `ServerTLSFiles` and `ReloadableServerTLS`.
     """
 
     def files(self, clientCA: str | None = None) -> ServerTLSFiles:
@@ -237,7 +237,7 @@ class ServerSettingsTests(SynchronousTestCase):
 
 class ClientSettingsTests(SynchronousTestCase):
     """
-    L{clientTLS}.
+    `clientTLS`.
     """
 
     def test_badCA(self) -> None:
@@ -260,7 +260,7 @@ class ClientSettingsTests(SynchronousTestCase):
 
 class DescribeTLSErrorTests(SynchronousTestCase):
     """
-    L{describeTLSError} keeps OpenSSL's reasons and drops the rest.
+    `describeTLSError` keeps OpenSSL's reasons and drops the rest.
     """
 
     def test_reasons(self) -> None:

@@ -1,7 +1,7 @@
 """
-TLS on real loopback sockets, against real peers: C{openssl s_client},
-Python's C{ssl} module as client and server, C{hellotcp-client}, and a
-running C{twist hellotcp} reloading its certificate on SIGHUP.
+TLS on real loopback sockets, against real peers: ``openssl s_client``,
+Python's ``ssl`` module as client and server, ``hellotcp-client``, and a
+running ``twist hellotcp`` reloading its certificate on SIGHUP.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class TLSServerMixin:
 
     async def exchanges(self, count: int) -> list[dict[str, Any]]:
         """
-        The first C{count} exchanges the server logs (waiting for them, as
+        The first ``count`` exchanges the server logs (waiting for them, as
         the server logs when its side of the connection closes).
         """
         for _ in range(int(TIMEOUT / 0.01)):
@@ -148,7 +148,7 @@ class TLSServerTests(TLSServerMixin, TestCase):
 
     async def test_greet(self) -> None:
         """
-        L{greet} with verified TLS settings gets the greeting.
+        `greet` with verified TLS settings gets the greeting.
         """
         port = self.startTLSServer()
         answer = await greet(
@@ -166,7 +166,7 @@ class TLSServerTests(TLSServerMixin, TestCase):
 
     async def test_opensslClient(self) -> None:
         """
-        C{openssl s_client}, verifying the chain and the host name and
+        ``openssl s_client``, verifying the chain and the host name and
         refusing to go on otherwise, gets the greeting.
         """
         port = self.startTLSServer()
@@ -199,7 +199,7 @@ class TLSServerTests(TLSServerMixin, TestCase):
 
     async def test_stdlibClient(self) -> None:
         """
-        Python's C{ssl} client with C{check_hostname} gets the greeting, and
+        Python's ``ssl`` client with ``check_hostname`` gets the greeting, and
         is refused when the name is not the certificate's.
         """
         port = self.startTLSServer()
@@ -252,19 +252,19 @@ class TLSServerTests(TLSServerMixin, TestCase):
 
 class ClientCommandTLSTests(TLSServerMixin, CommandTestCase):
     """
-    C{hellotcp-client --tls}: greeted by TLS servers, and one clear line for
+    ``hellotcp-client --tls``: greeted by TLS servers, and one clear line for
     each way TLS can fail.
     """
 
     async def client(self, *argv: str) -> tuple[int, str, str]:
         """
-        Run C{hellotcp-client} with C{argv}.
+        Run ``hellotcp-client`` with ``argv``.
         """
         return await self.runCommand([command("hellotcp-client"), *argv])
 
     async def test_stdlibServer(self) -> None:
         """
-        A Python C{ssl} server is greeted by C{hellotcp-client --tls}, and
+        A Python ``ssl`` server is greeted by ``hellotcp-client --tls``, and
         receives the message ended by a line feed.
         """
         port, received = stdlibServer(pki().server)
@@ -276,7 +276,7 @@ class ClientCommandTLSTests(TLSServerMixin, CommandTestCase):
 
     async def test_tlsEndpointString(self) -> None:
         """
-        Twisted's own C{tls:} endpoint strings work as Twisted defines them.
+        Twisted's own ``tls:`` endpoint strings work as Twisted defines them.
         """
         port = self.startTLSServer()
         trust = os.path.join(self.folder, "trust")
@@ -289,8 +289,8 @@ class ClientCommandTLSTests(TLSServerMixin, CommandTestCase):
 
     async def assertClientFails(self, expected: str, *argv: str) -> None:
         """
-        C{hellotcp-client argv} fails with exit status 1 and one line ending
-        in C{expected}.
+        ``hellotcp-client argv`` fails with exit status 1 and one line ending
+        in ``expected``.
         """
         status, out, err = await self.client(*argv)
         self.assertOneLine(status, err, expected)
@@ -326,7 +326,7 @@ class ClientCommandTLSTests(TLSServerMixin, CommandTestCase):
 
     async def test_serverNameOption(self) -> None:
         """
-        C{--server-name} is the name verified, whatever the address.
+        ``--server-name`` is the name verified, whatever the address.
         """
         port = self.startTLSServer(certificate=pki().wrongHost)
         status, out, _ = await self.client(
@@ -343,7 +343,7 @@ class ClientCommandTLSTests(TLSServerMixin, CommandTestCase):
     async def test_expired(self) -> None:
         """
         An expired server certificate (hellotcp will not serve one, so a
-        Python C{ssl} server does).
+        Python ``ssl`` server does).
         """
         port, _ = stdlibServer(pki().expired)
         await self.assertClientFails(
@@ -449,7 +449,7 @@ class ClientCommandTLSTests(TLSServerMixin, CommandTestCase):
 
 class TwistTLSTests(CommandTestCase):
     """
-    C{twist hellotcp --tls-listen}, running.
+    ``twist hellotcp --tls-listen``, running.
     """
 
     def copyFiles(self) -> tuple[str, str]:
@@ -542,7 +542,7 @@ class TwistTLSTests(CommandTestCase):
 
     async def test_plainAndTLSBesideEachOther(self) -> None:
         """
-        C{--listen} and C{--tls-listen} serve side by side.
+        ``--listen`` and ``--tls-listen`` serve side by side.
         """
         certificate, key = self.copyFiles()
         plain, secure = freePort(), freePort()
@@ -579,7 +579,7 @@ class TwistTLSTests(CommandTestCase):
 
     async def test_sslEndpointInListen(self) -> None:
         """
-        Twisted's own C{ssl:} server endpoint strings work in C{--listen}.
+        Twisted's own ``ssl:`` server endpoint strings work in ``--listen``.
         """
         certificate, key = self.copyFiles()
         port = freePort()

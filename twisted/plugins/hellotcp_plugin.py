@@ -1,8 +1,8 @@
 """
-Make C{twist hellotcp} and C{twistd hellotcp} find the hellotcp server.
+Make ``twist hellotcp`` and ``twistd hellotcp`` find the hellotcp server.
 
 Twisted imports every plugin module to build its cache, so this one names
-L{hellotcp.tap} as a string: nothing of hellotcp is imported until the
+`hellotcp.tap` as a string: nothing of hellotcp is imported until the
 command is run.
 """
 

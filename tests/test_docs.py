@@ -1,0 +1,200 @@
+"""
+The documentation's commands and examples, run: every command of the
+tutorial with its output checked, and every embedding example.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from .test_commands import command, freePort
+from .test_loopback import TIMEOUT, classicClient
+
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+EXAMPLES = os.path.join(DOCS, "examples")
+
+# What the tutorial installs with is what .ci/run does in a fresh clone.
+INSTALL = ["python3 -m venv .venv", ". .venv/bin/activate", "pip install ."]
+
+
+def consoleCommands(path: str) -> list[tuple[str, list[str]]]:
+    """
+    The commands of the ``console`` blocks of a Markdown file, each with the
+    output shown after it.
+    """
+    with open(path) as file:
+        text = file.read()
+    commands: list[tuple[str, list[str]]] = []
+    for block in re.findall(r"```console\n(.*?)```", text, re.DOTALL):
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                commands.append((line[2:], []))
+            elif commands:
+                commands[-1][1].append(line)
+    return commands
+
+
+def waitForPort(port: int, process: subprocess.Popen[bytes] | None = None) -> None:
+    """
+    Wait until something accepts on loopback C{port}, for at most
+    `TIMEOUT` seconds.
+    """
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"exited with {process.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listened on {port}")
+
+
+class DocTestCase(SynchronousTestCase):
+    """
+    Run commands in a scratch folder with the installed commands first on
+    the path.
+    """
+
+    def setUp(self) -> None:
+        self.folder = tempfile.mkdtemp(prefix="hellotcp-docs-")
+        self.addCleanup(shutil.rmtree, self.folder, True)
+        self.env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        self.env["PATH"] = f"{os.path.dirname(sys.executable)}:{self.env['PATH']}"
+        self.background: list[subprocess.Popen[bytes]] = []
+        self.addCleanup(self.stopBackground)
+
+    def start(self, argv: list[str], port: int, **env: str) -> subprocess.Popen[bytes]:
+        """
+        Start a server and wait until C{port} accepts.
+        """
+        process = subprocess.Popen(
+            argv,
+            cwd=self.folder,
+            env={**self.env, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.background.append(process)
+        waitForPort(port, process)
+        return process
+
+    def stopBackground(self) -> None:
+        """
+        SIGTERM every background server; each must exit 0.
+        """
+        statuses = []
+        for process in self.background:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            try:
+                statuses.append(process.wait(TIMEOUT))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                statuses.append(process.wait())
+        self.background = []
+        self.assertEqual(statuses, [0] * len(statuses))
+
+
+class TutorialTests(DocTestCase):
+    """
+    docs/tutorial.md, command by command.
+    """
+
+    def test_tutorial(self) -> None:
+        """
+        Every command prints what the tutorial shows; servers started in the
+        background serve until the end and exit 0 on SIGTERM.
+        """
+        self.assertTrue(shutil.which("nc"), "the tutorial uses nc (netcat-openbsd)")
+        commands = consoleCommands(os.path.join(DOCS, "tutorial.md"))
+        self.assertEqual([c for c, _ in commands[:3]], INSTALL)
+        ran = 0
+        for line, expected in commands[3:]:
+            if line.endswith(" &"):
+                ports = re.findall(r"tcp:(\d+)", line) or ["5000"]
+                self.start(["bash", "-c", f"exec {line[:-2]}"], int(ports[-1]))
+                continue
+            result = subprocess.run(
+                ["bash", "-c", line],
+                cwd=self.folder,
+                env=self.env,
+                capture_output=True,
+                timeout=TIMEOUT,
+            )
+            output = (result.stdout + result.stderr).decode().strip().splitlines()
+            self.assertEqual(output, expected, line)
+            ran += 1
+        self.assertEqual(ran, 6)
+
+
+class ExampleTests(DocTestCase):
+    """
+    The embedding examples of docs/embedding.md.
+    """
+
+    def test_webAndGreeter(self) -> None:
+        """
+        The web site and the greeter answer side by side.
+        """
+        web, greeter = freePort(), freePort()
+        self.start(
+            [sys.executable, os.path.join(EXAMPLES, "web_and_greeter.py"), str(web), str(greeter)],
+            greeter,
+        )
+        waitForPort(web)
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/", timeout=TIMEOUT) as page:
+            self.assertEqual(page.read(), b"The greeter listens beside this page.\n")
+        self.assertEqual(classicClient(greeter)[0], b"Hello from beside a web site!")
+
+    def test_tac(self) -> None:
+        """
+        ``twistd -ny greeter.tac`` serves both services and stops cleanly.
+        """
+        port, plain = freePort(), freePort()
+        self.start(
+            [
+                command("twistd"),
+                "--nodaemon",
+                "--pidfile=",
+                "--logfile=-",
+                "-y",
+                os.path.join(EXAMPLES, "greeter.tac"),
+            ],
+            port,
+            HELLOTCP_PORT=str(port),
+            HELLOTCP_PLAIN_PORT=str(plain),
+        )
+        waitForPort(plain)
+        self.assertEqual(classicClient(port)[0], b"Hello from a .tac file!")
+        self.assertEqual(classicClient(plain)[0], b"Hello, client!")
+
+    def test_greetOnce(self) -> None:
+        """
+        The client example prints the greeting.
+        """
+        port = freePort()
+        self.start(
+            [command("twist"), "hellotcp", "--listen", f"tcp:{port}:interface=127.0.0.1"],
+            port,
+        )
+        result = subprocess.run(
+            [sys.executable, os.path.join(EXAMPLES, "greet_once.py"), f"tcp:127.0.0.1:{port}"],
+            cwd=self.folder,
+            env=self.env,
+            capture_output=True,
+            timeout=TIMEOUT,
+        )
+        self.assertEqual((result.returncode, result.stdout), (0, b"Hello, client!\n"))
