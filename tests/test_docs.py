@@ -151,11 +151,18 @@ class ExampleTests(DocTestCase):
         """
         web, greeter = freePort(), freePort()
         self.start(
-            [sys.executable, os.path.join(EXAMPLES, "web_and_greeter.py"), str(web), str(greeter)],
+            [
+                sys.executable,
+                os.path.join(EXAMPLES, "web_and_greeter.py"),
+                str(web),
+                str(greeter),
+            ],
             greeter,
         )
         waitForPort(web)
-        with urllib.request.urlopen(f"http://127.0.0.1:{web}/", timeout=TIMEOUT) as page:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{web}/", timeout=TIMEOUT
+        ) as page:
             self.assertEqual(page.read(), b"The greeter listens beside this page.\n")
         self.assertEqual(classicClient(greeter)[0], b"Hello from beside a web site!")
 
@@ -187,11 +194,20 @@ class ExampleTests(DocTestCase):
         """
         port = freePort()
         self.start(
-            [command("twist"), "hellotcp", "--listen", f"tcp:{port}:interface=127.0.0.1"],
+            [
+                command("twist"),
+                "hellotcp",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+            ],
             port,
         )
         result = subprocess.run(
-            [sys.executable, os.path.join(EXAMPLES, "greet_once.py"), f"tcp:127.0.0.1:{port}"],
+            [
+                sys.executable,
+                os.path.join(EXAMPLES, "greet_once.py"),
+                f"tcp:127.0.0.1:{port}",
+            ],
             cwd=self.folder,
             env=self.env,
             capture_output=True,

@@ -22,13 +22,13 @@ application = Application("greeter")
 services = MultiService()
 services.setServiceParent(application)
 
-# hellotcp's own service: stops listening on SIGTERM and lets exchanges in
-# flight finish; a port in use is one line on standard error.
+# hellotcp's own service: on SIGTERM it stops listening, lets exchanges in
+# flight finish, and makes twistd exit 0; a port in use is one line on
+# standard error.
 greeter = HelloService(
     HelloServerFactory(ServerSettings(greeting=b"Hello from a .tac file!")),
     reactor,
     shutdownTimeout=5,
-    handleSignals=False,  # twistd handles the signals here
 )
 greeter.listen(f"tcp:{port}:interface=127.0.0.1")
 greeter.setServiceParent(services)
