@@ -50,6 +50,14 @@ def pki() -> PKI:
     return _pki
 
 
+def verifiedClient(port: int) -> list[str]:
+    """
+    ``hellotcp-client`` arguments for TLS with localhost:``port``, verified
+    against the test CA.
+    """
+    return ["--tls", "--connect", f"tcp:localhost:{port}", "--ca", pki().ca]
+
+
 def stdlibClient(
     port: int, hostname: str, ca: str, certificate: tuple[str, str] | None = None
 ) -> bytes:
@@ -303,11 +311,7 @@ class ClientCommandTLSTests(TLSServerMixin, CommandTestCase):
         port = self.startTLSServer(certificate=pki().foreignServer)
         await self.assertClientFails(
             "the server's certificate is not trusted: unable to get local issuer certificate",
-            "--tls",
-            "--connect",
-            f"tcp:localhost:{port}",
-            "--ca",
-            pki().ca,
+            *verifiedClient(port),
         )
 
     async def test_hostnameMismatch(self) -> None:
@@ -317,11 +321,7 @@ class ClientCommandTLSTests(TLSServerMixin, CommandTestCase):
         port = self.startTLSServer(certificate=pki().wrongHost)
         await self.assertClientFails(
             "the server's certificate is not valid for localhost",
-            "--tls",
-            "--connect",
-            f"tcp:localhost:{port}",
-            "--ca",
-            pki().ca,
+            *verifiedClient(port),
         )
 
     async def test_serverNameOption(self) -> None:
@@ -348,11 +348,7 @@ class ClientCommandTLSTests(TLSServerMixin, CommandTestCase):
         port, _ = stdlibServer(pki().expired)
         await self.assertClientFails(
             "the server's certificate is not trusted: certificate has expired",
-            "--tls",
-            "--connect",
-            f"tcp:localhost:{port}",
-            "--ca",
-            pki().ca,
+            *verifiedClient(port),
         )
 
     async def test_clientCertificateRequired(self) -> None:
@@ -362,11 +358,7 @@ class ClientCommandTLSTests(TLSServerMixin, CommandTestCase):
         port = self.startTLSServer(clientCA=pki().ca)
         await self.assertClientFails(
             "the server requires a client certificate (--certificate and --private-key)",
-            "--tls",
-            "--connect",
-            f"tcp:localhost:{port}",
-            "--ca",
-            pki().ca,
+            *verifiedClient(port),
         )
 
     async def test_clientCertificateFromAnotherCA(self) -> None:
@@ -377,11 +369,7 @@ class ClientCommandTLSTests(TLSServerMixin, CommandTestCase):
         certificate, key = pki().foreignClient
         await self.assertClientFails(
             "the server does not trust the CA of this client certificate",
-            "--tls",
-            "--connect",
-            f"tcp:localhost:{port}",
-            "--ca",
-            pki().ca,
+            *verifiedClient(port),
             "--certificate",
             certificate,
             "--private-key",
@@ -395,11 +383,7 @@ class ClientCommandTLSTests(TLSServerMixin, CommandTestCase):
         port = self.startTLSServer(clientCA=pki().ca)
         certificate, key = pki().client
         status, out, _ = await self.client(
-            "--tls",
-            "--connect",
-            f"tcp:localhost:{port}",
-            "--ca",
-            pki().ca,
+            *verifiedClient(port),
             "--certificate",
             certificate,
             "--private-key",
@@ -417,11 +401,7 @@ class ClientCommandTLSTests(TLSServerMixin, CommandTestCase):
         port = listening.getHost().port  # type: ignore[attr-defined]
         await self.assertClientFails(
             "the server is not speaking TLS (a plain TCP port?)",
-            "--tls",
-            "--connect",
-            f"tcp:localhost:{port}",
-            "--ca",
-            pki().ca,
+            *verifiedClient(port),
         )
 
     async def test_plainClientToTLSPort(self) -> None:
