@@ -54,6 +54,15 @@ class OneLineErrorOptions(usage.Options):
     def __init__(self) -> None:
         usage.Options.__init__(self)
 
+    def opt_version(self) -> None:
+        """
+        Display hellotcp's version and exit.
+        """
+        from . import __version__
+
+        sys.stdout.write(f"hellotcp {__version__}\n")
+        raise SystemExit(0)
+
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
         Parse ``options``; exit with one line on a mistake.

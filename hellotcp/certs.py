@@ -199,7 +199,7 @@ class CertsOptions(OneLineErrorOptions):
     """
 
     program = "hellotcp-certs"
-    synopsis = "DIR [--hostname NAME]..."
+    synopsis = "Usage: hellotcp-certs DIR [--hostname NAME]..."
     longdesc = (
         "Create a private CA (ca.pem, ca-key.pem), a server certificate "
         "(server.pem, server-key.pem) and a client certificate (client.pem, "
@@ -217,6 +217,9 @@ class CertsOptions(OneLineErrorOptions):
         [default: localhost, 127.0.0.1, ::1]
         """
         self["hostnames"].append(name)
+
+    # usage.Options shows a docstring as it stands, indentation included.
+    opt_hostname.__doc__ = " ".join((opt_hostname.__doc__ or "").split())
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """

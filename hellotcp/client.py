@@ -44,8 +44,8 @@ class ClientOptions(OneLineErrorOptions):
     program = _PROGRAM
 
     synopsis = (
-        "[--connect ENDPOINT] [--message TEXT] [--timeout SECONDS] "
-        "[--tls [--ca PEM] [--server-name NAME] "
+        "Usage: hellotcp-client [--connect ENDPOINT] [--message TEXT] "
+        "[--timeout SECONDS] [--tls [--ca PEM] [--server-name NAME] "
         "[--certificate PEM --private-key PEM]]"
     )
     longdesc = (

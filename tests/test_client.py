@@ -115,3 +115,22 @@ class EndpointHostTests(SynchronousTestCase):
         self.assertEqual(endpointHost(r"tcp6:host=\:\:1:port=5000"), "::1")
         self.assertIsNone(endpointHost("unix:/tmp/s"))
         self.assertIsNone(endpointHost("tcp"))
+
+
+class VersionTests(SynchronousTestCase):
+    """
+    ``--version`` names hellotcp's version, not Twisted's.
+    """
+
+    def test_version(self) -> None:
+        """
+        It prints ``hellotcp VERSION`` and exits 0.
+        """
+        import hellotcp
+
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        with self.assertRaises(SystemExit) as raised:
+            ClientOptions().parseOptions(["--version"])
+        self.assertEqual(raised.exception.code, 0)
+        self.assertEqual(out.getvalue(), f"hellotcp {hellotcp.__version__}\n")
