@@ -6,16 +6,20 @@ message to a greeting server and print its answer.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from types import FrameType
+from typing import Any, NoReturn
 
 from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from twisted.internet import defer, error
 from twisted.internet.endpoints import _parse, clientFromString
-from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import react
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.task import deferLater, react
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -23,6 +27,7 @@ from ._escape import escape
 from ._options import OneLineErrorOptions, number
 from ._tlserror import describeTLSError
 from .greet import NoGreetingError, ResponseTooLongError, greet
+from .probe import Statistics, drawExchange, pingLine, probe
 from .protocol import DEFAULT_MESSAGE
 from .tls import CertificateFiles, TLSFileError, VerifiedClientTLS, clientTLS
 
@@ -61,6 +66,17 @@ class ClientOptions(OneLineErrorOptions):
             "Wrap the connection in TLS, verifying the server's certificate "
             "and host name (there is no way to turn verification off).",
         ],
+        [
+            "trace",
+            None,
+            "Draw each exchange as a sequence diagram with what was measured "
+            "at each step.",
+        ],
+        [
+            "json",
+            None,
+            "Print one JSON object per exchange and one for the summary.",
+        ],
     ]
 
     optParameters = [
@@ -93,6 +109,16 @@ class ClientOptions(OneLineErrorOptions):
             "With --tls: PEM file of a client certificate (mutual TLS).",
         ],
         ["private-key", None, None, "With --tls: PEM file of its private key."],
+        [
+            "count",
+            "n",
+            None,
+            "Repeat the exchange this many times (0: until interrupted), one "
+            "line each and a summary, as ping does. Exit status: 0 if all were "
+            "greeted, 1 if some failed, 2 if none was greeted.",
+        ],
+        ["interval", "i", "1", "Seconds between the starts of repeated exchanges."],
+        ["concurrency", None, "1", "Repeated exchanges in flight at most."],
     ]
 
     def postOptions(self) -> None:
@@ -100,6 +126,10 @@ class ClientOptions(OneLineErrorOptions):
         Check the timeout and the TLS options.
         """
         self["timeout"] = number(float, "timeout", self["timeout"])
+        self["interval"] = number(float, "interval", self["interval"], zeroAllowed=True)
+        self["concurrency"] = number(int, "concurrency", self["concurrency"])
+        if self["count"] is not None:
+            self["count"] = number(int, "count", self["count"], zeroAllowed=True)
         tlsOptions = ("ca", "server-name", "certificate", "private-key")
         if not self["tls"]:
             given = [f"--{name}" for name in tlsOptions if self[name]]
@@ -118,6 +148,14 @@ class ClientOptions(OneLineErrorOptions):
                 raise usage.UsageError(
                     f"--tls needs --server-name for {self['connect']}"
                 )
+
+    @property
+    def probing(self) -> bool:
+        """
+        Whether the exchange is measured (``--trace``, ``--json``, ``--count``)
+        rather than just printed.
+        """
+        return bool(self["trace"] or self["json"] or self["count"] is not None)
 
     def tlsSettings(self) -> VerifiedClientTLS | None:
         """
@@ -207,6 +245,26 @@ def describeFailure(
     return f"{where}: {str(reason) or type(reason).__name__}"
 
 
+def failureKind(failure: Failure) -> str:
+    """
+    A short name for the kind of a failure, for statistics and JSON.
+    """
+    reason = failure.value
+    for kinds, name in [
+        ((error.ConnectionRefusedError,), "refused"),
+        ((defer.TimeoutError, error.TimeoutError), "timeout"),
+        ((error.DNSLookupError,), "dns"),
+        ((NoGreetingError,), "no-greeting"),
+        ((ResponseTooLongError,), "too-long"),
+        ((SSL.Error, VerificationError), "tls"),
+        ((error.ConnectionLost,), "lost"),
+        ((error.ConnectError,), "connect"),
+    ]:
+        if isinstance(reason, kinds):
+            return name
+    return "error"
+
+
 def _fail(message: str, status: int) -> NoReturn:
     sys.stderr.write(f"{_PROGRAM}: error: {message}\n")
     raise SystemExit(status)
@@ -223,6 +281,9 @@ async def _exchange(reactor: IReactorTime, options: ClientOptions) -> None:
         tls = options.tlsSettings()
     except TLSFileError as problem:
         _fail(str(problem), 2)
+    if options.probing:
+        status = await Repeater(reactor, options, endpoint, tls).run()
+        raise SystemExit(status)
     try:
         answer = await greet(
             reactor, endpoint, options["message"], options["timeout"], tls=tls
@@ -232,6 +293,112 @@ async def _exchange(reactor: IReactorTime, options: ClientOptions) -> None:
     if answer.startswith(_TLS_ALERT) and not options["tls"]:
         _fail(f"{options['connect']} answered in TLS (a TLS alert); use --tls", 1)
     sys.stdout.write(escape(answer) + "\n")
+
+
+class Repeater:
+    """
+    Run measured exchanges as ``--count``, ``--interval`` and
+    ``--concurrency`` ask, print each (a ``ping`` line, a drawing, or JSON)
+    and the summary, and stop early, quietly, on Ctrl-C or when standard
+    output is closed.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        options: ClientOptions,
+        endpoint: IStreamClientEndpoint,
+        tls: VerifiedClientTLS | None,
+    ) -> None:
+        self._reactor = reactor
+        self._options = options
+        self._endpoint = endpoint
+        self._tls = tls
+        self._stopping = False
+        self._outputClosed = False
+        self._pause: defer.Deferred[None] | None = None
+        self.statistics = Statistics()
+
+    async def run(self) -> int:
+        """
+        Run the exchanges; return the exit status.
+        """
+        options = self._options
+        count = 1 if options["count"] is None else options["count"]
+        previous = signal.signal(signal.SIGINT, self._interrupted)
+        slots = defer.DeferredSemaphore(options["concurrency"])
+        running: list[defer.Deferred[None]] = []
+        sequence = 0
+        try:
+            while not self._stopping and (count == 0 or sequence < count):
+                sequence += 1
+                await slots.acquire()
+                if self._stopping:
+                    slots.release()
+                    break
+                one = defer.Deferred.fromCoroutine(self._one(sequence))
+                running.append(one.addBoth(lambda _: slots.release()))
+                if (count == 0 or sequence < count) and options["interval"]:
+                    self._pause = deferLater(self._reactor, options["interval"])
+                    try:
+                        await self._pause
+                    except defer.CancelledError:
+                        break
+            await defer.gatherResults(running)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if options["json"]:
+            self._emit(json.dumps(self.statistics.asJSON()))
+        elif options["count"] is not None:
+            self._emit(self.statistics.render(options["connect"]))
+        return self.statistics.exitStatus()
+
+    async def _one(self, sequence: int) -> None:
+        options = self._options
+
+        def describe(failure: Failure) -> tuple[str, str]:
+            return failureKind(failure), describeFailure(failure, options, self._tls)
+
+        record = await probe(
+            self._reactor,
+            self._endpoint,
+            sequence,
+            options["message"].encode("utf-8"),
+            options["timeout"],
+            self._tls,
+            describe,
+        )
+        self.statistics.add(record)
+        if options["json"]:
+            self._emit(json.dumps(record.asJSON()))
+        elif options["trace"]:
+            colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+            self._emit(drawExchange(record, colour) + "\n")
+        else:
+            self._emit(pingLine(record, options["connect"]))
+
+    def _emit(self, text: str) -> None:
+        if self._outputClosed:
+            return
+        try:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader is gone (``| head -1``): stop, and make sure the
+            # interpreter's last flush has nowhere to fail.
+            self._outputClosed = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            self._stop()
+
+    def _interrupted(self, number: int, frame: FrameType | None) -> None:
+        self._reactor.callFromThread(self._stop)
+
+    def _stop(self) -> None:
+        self._stopping = True
+        if self._pause is not None and not self._pause.called:
+            self._pause.cancel()
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -58,6 +58,13 @@ class HelloClientProtocol(Protocol):
         self._size = 0
         self.response: Deferred[bytes] = Deferred(self._cancel)
 
+    @property
+    def received(self) -> bytes:
+        """
+        What the server has sent so far.
+        """
+        return b"".join(self._received)
+
     def connectionMade(self) -> None:
         """
         Send the message and mark its end.
