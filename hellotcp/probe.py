@@ -382,7 +382,7 @@ def pingLine(record: ExchangeRecord, where: str) -> str:
     if record.outcome == "greeted":
         return (
             f"{len(record.response)} bytes from {where}: seq={record.sequence} "
-            f'time={record.totalMs or 0:.2f} ms "{escape(record.response)}"'
+            f'time={record.totalMs or 0:.2f} ms greeted "{escape(record.response)}"'
         )
     return f"from {where}: seq={record.sequence} {record.outcome}: {record.error}"
 

@@ -268,7 +268,7 @@ class StatisticsTests(SynchronousTestCase):
         """
         self.assertEqual(
             pingLine(self.record(3, 1.5), "tcp:x:1"),
-            '14 bytes from tcp:x:1: seq=3 time=1.50 ms "Hello, client!"',
+            '14 bytes from tcp:x:1: seq=3 time=1.50 ms greeted "Hello, client!"',
         )
         self.assertEqual(
             pingLine(self.record(4, None, "refused"), "tcp:x:1"),
