@@ -216,9 +216,9 @@ class HelloServerProtocol(Protocol):
 
     transport: ITCPTransport
 
-    def __init__(self, factory: HelloServerFactory, peer: str | None = None) -> None:
+    def __init__(self, factory: HelloServerFactory) -> None:
         self.factory = factory
-        self.peer = peer
+        self.peer: str | None = None
         self._settings = factory.settings
         self._clock = factory.clock
         self._state = _State.READING
@@ -232,14 +232,25 @@ class HelloServerProtocol(Protocol):
 
     def connectionMade(self) -> None:
         """
-        Start the idle timeout and register with the factory.
+        Register with the factory, which may refuse a peer that has too many
+        connections, and start the idle timeout.
+
+        The peer is read here rather than when the protocol is built: behind
+        a PROXY-protocol endpoint (``haproxy:``) the transport names the real
+        client only once the PROXY header has been read, which is when this
+        is called.
         """
         self._started = now = self._clock.seconds()
+        self.peer = getattr(self.transport.getPeer(), "host", None)
+        if not self.factory.connectionStarted(self, now):
+            # Closed as Twisted closes a connection its factory refuses.
+            self._state = _State.CLOSED
+            self.transport.loseConnection()
+            return
         self._deadline = now + self._settings.deadline
         self._timer = self._clock.callLater(
             min(self._settings.timeout, self._settings.deadline), self._timerFired
         )
-        self.factory.connectionStarted(self, now)
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -289,6 +300,8 @@ class HelloServerProtocol(Protocol):
         """
         Log the exchange and forget the connection.
         """
+        if self._state is _State.CLOSED:
+            return  # refused in connectionMade, and logged there
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -420,21 +433,11 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
         """
         if self._stopping:
             return None
-        peer = getattr(addr, "host", None)
-        settings = self.settings
-        if len(self.connections) >= settings.maxConnections and not self._evict(None):
-            self._refuse(addr, "max-connections", settings.maxConnections)
+        limit = self.settings.maxConnections
+        if len(self.connections) >= limit and not self._evict(None):
+            self._refuse(addr, "max-connections", limit)
             return None
-        if (
-            peer is not None
-            and self.connections.count(peer) >= settings.maxConnectionsPerPeer
-            and not self._evict(peer)
-        ):
-            self._refuse(
-                addr, "max-connections-per-peer", settings.maxConnectionsPerPeer
-            )
-            return None
-        return HelloServerProtocol(self, peer)
+        return HelloServerProtocol(self)
 
     def _evict(self, peer: str | None) -> bool:
         victim = self.connections.oldestSilent(
@@ -470,11 +473,23 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
         else:
             _log.info(format, **fields)
 
-    def connectionStarted(self, protocol: HelloServerProtocol, now: float) -> None:
+    def connectionStarted(self, protocol: HelloServerProtocol, now: float) -> bool:
         """
-        Count a connection that has just been made.
+        Count a connection that has just been made, unless its peer is at its
+        limit and none of its connections can make room.
+
+        :returns: Whether the connection is admitted.
         """
-        self.connections.add(protocol, protocol.peer, now)
+        peer = protocol.peer
+        limit = self.settings.maxConnectionsPerPeer
+        if peer is not None and self.connections.count(peer) >= limit:
+            if not self._evict(peer):
+                self._refuse(
+                    protocol.transport.getPeer(), "max-connections-per-peer", limit
+                )
+                return False
+        self.connections.add(protocol, peer, now)
+        return True
 
     def connectionSpoke(self, protocol: HelloServerProtocol) -> None:
         """

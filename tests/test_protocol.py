@@ -464,6 +464,9 @@ class DefenceTests(SynchronousTestCase):
             return None
         transport = HalfCloseableTransport(peerAddress=address)
         protocol.makeConnection(transport)
+        if transport.disconnecting:
+            protocol.connectionLost(Failure(ConnectionDone()))
+            return None
         return protocol, transport
 
     def outcomes(self) -> list[str]:
@@ -601,3 +604,30 @@ class QuietGreetingTests(SynchronousTestCase):
             clock.advance(1)
             protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual([e["outcome"] for e in events if "outcome" in e], ["timeout"])
+
+
+class ProxiedPeerTests(SynchronousTestCase):
+    """
+    Behind a PROXY-protocol endpoint the factory sees the balancer's address,
+    and the transport the real client's once the header is read.
+    """
+
+    def test_peerFromTransport(self) -> None:
+        """
+        The per-peer limit counts the client the transport names when the
+        connection is made, not the address the protocol was built for.
+        """
+        captureLogs(self)
+        factory = HelloServerFactory(ServerSettings(maxConnectionsPerPeer=1), Clock())
+        balancer = IPv4Address("TCP", "10.0.0.1", 1)
+        for client in ("192.0.2.1", "192.0.2.2", "192.0.2.1"):
+            protocol = factory.buildProtocol(balancer)
+            assert protocol is not None
+            transport = HalfCloseableTransport(
+                peerAddress=IPv4Address("TCP", client, 2)
+            )
+            protocol.makeConnection(transport)
+        self.assertEqual(factory.connections.count("192.0.2.1"), 1)
+        self.assertEqual(factory.connections.count("192.0.2.2"), 1)
+        self.assertEqual(factory.connections.count("10.0.0.1"), 0)
+        self.assertTrue(transport.disconnecting)  # the second from 192.0.2.1
