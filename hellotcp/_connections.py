@@ -54,6 +54,24 @@ class ConnectionTable(Generic[_C]):
             self._perPeer[peer] = self._perPeer.get(peer, 0) + 1
         self._silentSince[connection] = now
 
+    def repeer(self, connection: _C, peer: str | None) -> None:
+        """
+        Count ``connection`` for ``peer`` from now on (behind a PROXY
+        endpoint the real client is known only after the header).
+        """
+        self._uncount(self._peers[connection])
+        self._peers[connection] = peer
+        if peer is not None:
+            self._perPeer[peer] = self._perPeer.get(peer, 0) + 1
+
+    def _uncount(self, peer: str | None) -> None:
+        if peer is not None:
+            left = self._perPeer[peer] - 1
+            if left:
+                self._perPeer[peer] = left
+            else:
+                del self._perPeer[peer]
+
     def spoke(self, connection: _C) -> None:
         """
         The connection sent its first bytes: it can no longer be evicted.
@@ -68,14 +86,8 @@ class ConnectionTable(Generic[_C]):
         """
         if connection not in self._peers:
             return False
-        peer = self._peers.pop(connection)
+        self._uncount(self._peers.pop(connection))
         self._silentSince.pop(connection, None)
-        if peer is not None:
-            left = self._perPeer[peer] - 1
-            if left:
-                self._perPeer[peer] = left
-            else:
-                del self._perPeer[peer]
         return True
 
     def oldestSilent(self, before: float, peer: str | None = None) -> _C | None:

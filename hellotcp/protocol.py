@@ -235,10 +235,10 @@ class HelloServerProtocol(Protocol):
         Register with the factory, which may refuse a peer that has too many
         connections, and start the idle timeout.
 
-        The peer is read here rather than when the protocol is built: behind
-        a PROXY-protocol endpoint (``haproxy:``) the transport names the real
-        client only once the PROXY header has been read, which is when this
-        is called.
+        The peer is read from the transport rather than from the address the
+        protocol was built for; behind a PROXY endpoint (``haproxy:``) it is
+        the balancer's until the header is read, and is counted again then
+        (see `HelloServerFactory.connectionSpoke`).
         """
         self._started = now = self._clock.seconds()
         self.peer = getattr(self.transport.getPeer(), "host", None)
@@ -258,8 +258,10 @@ class HelloServerProtocol(Protocol):
         """
         if self._state is not _State.READING:
             return
-        if not self._buffer:
-            self.factory.connectionSpoke(self)
+        if not self._buffer and not self.factory.connectionSpoke(self):
+            self._state = _State.CLOSED
+            self.transport.loseConnection()
+            return
         buffered = self._buffer + data
         maximum = self._settings.maxMessageBytes
         # Only the new chunk can hold the first line feed: earlier ones had
@@ -491,11 +493,31 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
         self.connections.add(protocol, peer, now)
         return True
 
-    def connectionSpoke(self, protocol: HelloServerProtocol) -> None:
+    def connectionSpoke(self, protocol: HelloServerProtocol) -> bool:
         """
-        A connection sent its first bytes: it is no longer idle.
+        A connection sent its first bytes: it is no longer idle.  Behind a
+        PROXY endpoint its real client is known now, and counted against the
+        per-peer limit.
+
+        :returns: Whether the connection may go on.
         """
         self.connections.spoke(protocol)
+        if not getattr(protocol.transport, "peerKnownLate", False):
+            return True
+        peer = getattr(protocol.transport.getPeer(), "host", None)
+        if peer == protocol.peer:
+            return True
+        self.connections.repeer(protocol, peer)
+        protocol.peer = peer
+        limit = self.settings.maxConnectionsPerPeer
+        if peer is not None and self.connections.count(peer) > limit:
+            if not self._evict(peer):
+                self.connections.remove(protocol)
+                self._refuse(
+                    protocol.transport.getPeer(), "max-connections-per-peer", limit
+                )
+                return False
+        return True
 
     def connectionEnded(self, protocol: HelloServerProtocol) -> None:
         """

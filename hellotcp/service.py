@@ -25,10 +25,13 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ._proxy import ProxyFactory
 from .protocol import HelloServerFactory
 from .tls import ReloadableServerTLS, TLSServerFactory
 
 _log = Logger()
+
+_PROXY_PREFIX = "haproxy:"
 
 DEFAULT_BACKLOG = 4096
 """Listen queue length unless an endpoint description sets its own."""
@@ -129,10 +132,15 @@ class HelloService(MultiService):
         if secure:
             if self.tls is None:
                 raise ValueError("a TLS listener needs the service's tls settings")
-            factory = TLSServerFactory(self.tls, self.factory)
+            factory = TLSServerFactory(self.tls, factory)
             name = f"{description} (TLS)"
+        endpoint = description
+        if description.startswith(_PROXY_PREFIX):
+            # The PROXY header comes first, in clear, then TLS if any.
+            endpoint = description[len(_PROXY_PREFIX) :]
+            factory = ProxyFactory(factory)
         listener = listenerService(
-            withBacklog(description, self._backlog), factory, reactor=self._reactor
+            withBacklog(endpoint, self._backlog), factory, reactor=self._reactor
         )
         listener.endpoint = _PortRecordingEndpoint(listener.endpoint, self._ports)
         listener.setName(name)

@@ -1,0 +1,182 @@
+"""
+A real HAProxy (Debian's package; ``.ci/run`` installs it) in front of two
+``twist hellotcp`` instances, with contrib/haproxy/haproxy.cfg as it ships:
+PROXY protocol v1 and v2, plain and TLS, round robin, and one instance
+stopped mid-run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.logger import eventsFromJSONLogFile
+
+from hellotcp import greet
+from hellotcp.tls import clientTLS
+
+from .pki import PKI
+from .test_commands import CommandTestCase, Process, command, freePort
+from .test_loopback import TIMEOUT
+
+CONFIG = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "contrib",
+    "haproxy",
+    "haproxy.cfg",
+)
+CLIENT = "127.0.0.2"
+"""The clients' source address: HAProxy itself connects from 127.0.0.1."""
+
+
+class HAProxyTests(CommandTestCase):
+    """
+    hellotcp behind HAProxy.
+    """
+
+    async def setUpServers(self) -> None:
+        """
+        Two hellotcp instances (plain and TLS, behind PROXY endpoints), and
+        HAProxy in front, all on fresh loopback ports.
+        """
+        haproxy = shutil.which("haproxy")
+        self.assertTrue(haproxy, "HAProxy is not installed (apt-get install haproxy)")
+        self.pki = PKI(self.folder)
+        self.instances: dict[str, tuple[Process, str]] = {}
+        environment = {}
+        for name in ("A", "B"):
+            plain, secure = freePort(), freePort()
+            log = os.path.join(self.folder, f"{name}.log")
+            process = await self.startServer(
+                [
+                    command("twist"),
+                    f"--log-file={log}",
+                    "hellotcp",
+                    "--listen",
+                    f"haproxy:tcp:{plain}:interface=127.0.0.1",
+                    "--tls-listen",
+                    f"haproxy:tcp:{secure}:interface=127.0.0.1",
+                    "--certificate",
+                    self.pki.server[0],
+                    "--private-key",
+                    self.pki.server[1],
+                ],
+                plain,
+            )
+            self.instances[name] = (process, log)
+            environment[f"HELLOTCP_{name}"] = f"127.0.0.1:{plain}"
+            environment[f"HELLOTCP_{name}_TLS"] = f"127.0.0.1:{secure}"
+        self.front, self.frontTLS = freePort(), freePort()
+        environment["HELLOTCP_FRONT"] = f"127.0.0.1:{self.front}"
+        environment["HELLOTCP_FRONT_TLS"] = f"127.0.0.1:{self.frontTLS}"
+        self.env.update(environment)
+        assert haproxy is not None
+        await self.startServer([haproxy, "-db", "-f", CONFIG], self.front)
+        # Both servers must have passed their health checks (rise 2, every
+        # 500 ms) before round robin can use them.
+        await self.greetUntil(lambda: self.greetedBy("A") and self.greetedBy("B"))
+
+    def greeted(self, name: str) -> list[dict[str, object]]:
+        """
+        The exchanges instance C{name} has logged for real clients (health
+        checks left out).
+        """
+        _, log = self.instances[name]
+        with open(log) as lines:
+            return [
+                dict(event)
+                for event in eventsFromJSONLogFile(lines)
+                if event.get("outcome") == "greeted"
+                and event.get("message") == "Hello, server!"
+            ]
+
+    def greetedBy(self, name: str) -> bool:
+        """
+        Whether instance C{name} has greeted a client yet.
+        """
+        return bool(self.greeted(name))
+
+    async def exchange(self, tls: bool = False) -> bytes:
+        """
+        One exchange through HAProxy, from `CLIENT`.
+        """
+        endpoint = TCP4ClientEndpoint(
+            reactor,
+            "127.0.0.1",
+            self.frontTLS if tls else self.front,
+            timeout=TIMEOUT,
+            bindAddress=(CLIENT, 0),
+        )
+        return await greet(
+            reactor,
+            endpoint,
+            timeout=TIMEOUT,
+            tls=clientTLS("localhost", self.pki.ca) if tls else None,
+        )
+
+    async def greetUntil(self, condition: object) -> None:
+        """
+        Greet through HAProxy until C{condition()} holds (10 s at most).
+        """
+        deadline = time.monotonic() + TIMEOUT
+        while not condition():  # type: ignore[operator]
+            self.assertLess(time.monotonic(), deadline, "never held")
+            self.assertEqual(await self.exchange(), b"Hello, client!")
+
+    async def test_roundRobinRealClients(self) -> None:
+        """
+        Both instances answer, plain and TLS, and every exchange they log
+        names the real client (127.0.0.2), not HAProxy (127.0.0.1), through
+        PROXY v1 (A) and v2 (B).
+        """
+        await self.setUpServers()
+        answers = [await self.exchange() for _ in range(10)]
+        answers += [await self.exchange(tls=True) for _ in range(4)]
+        self.assertEqual(set(answers), {b"Hello, client!"})
+        for name in ("A", "B"):
+            events = self.greeted(name)
+            self.assertGreaterEqual(len(events), 5)
+            peers = {str(event["peer"]).split(":")[0] for event in events}
+            self.assertEqual(peers, {CLIENT})
+
+    async def test_instanceStoppedMidRun(self) -> None:
+        """
+        Stopping one instance in the middle of 100 exchanges (4 at a time)
+        loses none: its exchanges in flight finish, and HAProxy sends the
+        rest to the other.
+        """
+        await self.setUpServers()
+        done = 0
+        results: list[bytes] = []
+
+        async def worker() -> None:
+            nonlocal done
+            for _ in range(25):
+                results.append(await self.exchange())
+                done += 1
+
+        workers = gatherResults([Deferred.fromCoroutine(worker()) for _ in range(4)])
+        stopped: Deferred[int] | None = None
+        deadline = time.monotonic() + TIMEOUT
+        while not workers.called:
+            if stopped is None and done >= 30:
+                process, _ = self.instances["A"]
+                process.transport.signalProcess("TERM")  # type: ignore[union-attr]
+                stopped = process.ended
+            self.assertLess(time.monotonic(), deadline)
+            await Deferred.fromCoroutine(self._pause())
+        await workers
+        self.assertIsNotNone(stopped)
+        assert stopped is not None
+        self.assertEqual(await stopped.addTimeout(TIMEOUT, reactor), 0)
+        self.assertEqual(results, [b"Hello, client!"] * 100)
+        self.assertEqual(len(self.greeted("A")) + len(self.greeted("B")), 100 + 2)
+
+    async def _pause(self) -> None:
+        from twisted.internet.task import deferLater
+
+        await deferLater(reactor, 0.01)
