@@ -1,0 +1,69 @@
+"""
+Socket activation as systemd does it, without systemd: ``twist hellotcp``
+started with an inherited listening socket as descriptor 3 and
+``LISTEN_FDS``/``LISTEN_PID`` set.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from twisted.internet import reactor
+
+from .test_commands import CommandTestCase, Process, command
+from .test_loopback import TIMEOUT, classicClient, inThread
+
+# Like systemd: descriptor 3 is the socket, LISTEN_PID names the process that
+# will use it (the pid survives the exec), LISTEN_FDNAMES names the socket
+# (systemd 227 and later always set it, and Twisted requires it).
+ACTIVATE = (
+    "import os, sys;"
+    "os.environ['LISTEN_FDS'] = '1';"
+    "os.environ['LISTEN_FDNAMES'] = 'hellotcp.socket';"
+    "os.environ['LISTEN_PID'] = str(os.getpid());"
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+class SocketActivationTests(CommandTestCase):
+    """
+    ``--listen systemd:domain=INET:index=0``.
+    """
+
+    async def test_inheritedSocket(self) -> None:
+        """
+        The server greets on the socket it was handed (it never binds one),
+        and exits 0 on SIGTERM.
+        """
+        listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+        self.addCleanup(listener.close)
+        port = listener.getsockname()[1]
+        process = Process()
+        transport = reactor.spawnProcess(
+            process,
+            sys.executable,
+            [
+                sys.executable,
+                "-c",
+                ACTIVATE,
+                command("twist"),
+                "hellotcp",
+                "--listen",
+                "systemd:domain=INET:index=0",
+            ],
+            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+            path=self.folder,
+            childFDs={0: "w", 1: "r", 2: "r", 3: listener.fileno()},
+        )
+
+        def kill() -> None:
+            if not process.ended.called:
+                transport.signalProcess("KILL")
+
+        self.addCleanup(kill)
+        answer, _ = await inThread(classicClient, port)
+        self.assertEqual(answer, b"Hello, client!")
+        transport.signalProcess("TERM")
+        self.assertEqual(await process.ended.addTimeout(TIMEOUT, reactor), 0)
