@@ -14,7 +14,7 @@ from typing import cast
 from twisted.application.service import MultiService, Service
 from twisted.application.strports import service as listenerService
 from twisted.internet.defer import Deferred
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
@@ -23,6 +23,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._proxy import ProxyFactory
@@ -76,6 +77,31 @@ class _PortRecordingEndpoint:
             return port
 
         return self._endpoint.listen(protocolFactory).addCallback(record)
+
+
+def _closeAfterAccepting(port: object) -> None:
+    """
+    Accept every connection queued on a listening port, then close it at
+    once.
+
+    Closing a listening socket resets the connections the kernel has queued
+    on it, whose clients (or balancer) may have sent a whole message.
+    Twisted's ``stopListening`` closes the socket one reactor turn later, and
+    refuses to accept once it has begun; so the reactor stops watching the
+    port, the queue is drained, and the socket is closed in the same breath,
+    leaving no turn for a connection to be queued and then reset.
+    """
+    acceptPending = getattr(port, "doRead", None)
+    if acceptPending is None:
+        return
+    stopReading = getattr(port, "stopReading", None)
+    if stopReading is not None:
+        stopReading()
+    # Each call accepts up to the port's batch size (at least 100).
+    for _ in range(100):
+        acceptPending()
+    if stopReading is not None and getattr(port, "connected", False):
+        port.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
 
 
 def _describeListenError(error: BaseException) -> str:
@@ -191,13 +217,8 @@ class HelloService(MultiService):
         return stopped
 
     async def _stop(self) -> None:
-        # Closing a listening socket resets the connections the kernel has
-        # queued on it, whose clients may have sent their whole message:
-        # accept them first, so they are answered like the rest.
         for port in self._ports:
-            acceptPending = getattr(port, "doRead", None)
-            if acceptPending is not None:
-                acceptPending()
+            _closeAfterAccepting(port)
         draining = self.factory.stopGracefully(self.shutdownTimeout)
         await MultiService.stopService(self)
         await draining

@@ -11,7 +11,7 @@ import socket
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from hellotcp.protocol import HelloServerFactory
 from hellotcp.service import HelloService, raiseFileLimit
@@ -142,4 +142,33 @@ class AcceptPendingTests(SynchronousTestCase):
 
         service._ports.append(Port())
         self.successResultOf(service.stopService())
-        self.assertEqual(accepted, [True])
+        self.assertTrue(accepted)
+        self.assertTrue(all(accepted))
+
+
+class CloseAfterAcceptingTests(TestCase):
+    """
+    On a real port: stopping accepts the queued connections and closes the
+    listening socket in the same call.
+    """
+
+    async def test_queuedConnectionServed(self) -> None:
+        """
+        A connection queued by the kernel when the service stops is accepted
+        (and then served), and the port refuses new connections at once.
+        """
+        service = HelloService(HelloServerFactory(), reactor, handleSignals=False)
+        service.listen("tcp:0:interface=127.0.0.1")
+        service.startService()
+        [port] = service._ports
+        number = port.getHost().port  # type: ignore[attr-defined]
+        queued = socket.create_connection(("127.0.0.1", number), timeout=5)
+        self.addCleanup(queued.close)
+        queued.sendall(b"Hello, server!\n")
+        stopping = service.stopService()
+        self.assertEqual(len(service.factory.connections), 1)
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", number), timeout=5)
+        await stopping
+        queued.settimeout(5)
+        self.assertEqual(queued.recv(100), b"Hello, client!")
