@@ -11,7 +11,6 @@ refusal instead of a wrapped `None`.
 from __future__ import annotations
 
 from twisted.internet.interfaces import (
-    IAddress,
     IHalfCloseableProtocol,
     IProtocolFactory,
 )
@@ -21,6 +20,8 @@ from twisted.protocols.haproxy._wrapper import (
 )
 from twisted.protocols.policies import WrappingFactory
 from zope.interface import implementer
+
+from ._refusals import KeepsRefusals
 
 
 @implementer(IHalfCloseableProtocol)
@@ -40,7 +41,7 @@ class _ProxyProtocol(HAProxyProtocolWrapper):
             self.wrappedProtocol.writeConnectionLost()
 
 
-class ProxyFactory(HAProxyWrappingFactory):
+class ProxyFactory(KeepsRefusals, HAProxyWrappingFactory):  # type: ignore[misc]
     """
     Read a PROXY header (v1 or v2) before handing the connection to the
     wrapped factory's protocol.
@@ -52,15 +53,3 @@ class ProxyFactory(HAProxyWrappingFactory):
 
     def __init__(self, wrappedFactory: IProtocolFactory) -> None:
         WrappingFactory.__init__(self, wrappedFactory)  # type: ignore[arg-type]
-
-    # WrappingFactory's annotation does not allow the None of a refusal.
-    def buildProtocol(  # type: ignore[override]
-        self, addr: IAddress | None
-    ) -> _ProxyProtocol | None:
-        """
-        Wrap the application's protocol, unless it refused the connection.
-        """
-        wrapped = self.wrappedFactory.buildProtocol(addr)
-        if wrapped is None:
-            return None
-        return self.protocol(self, wrapped)  # type: ignore[arg-type]

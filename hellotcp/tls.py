@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.interfaces import (
-    IAddress,
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
@@ -29,6 +28,8 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
+
+from ._refusals import KeepsRefusals
 
 _log = Logger()
 
@@ -334,7 +335,7 @@ def clientTLS(
     )
 
 
-class TLSServerFactory(TLSMemoryBIOFactory):
+class TLSServerFactory(KeepsRefusals, TLSMemoryBIOFactory):  # type: ignore[misc]
     """
     TLS around a server factory that may refuse a connection.
 
@@ -348,15 +349,3 @@ class TLSServerFactory(TLSMemoryBIOFactory):
         self, settings: ReloadableServerTLS, wrappedFactory: IProtocolFactory
     ) -> None:
         super().__init__(settings, False, wrappedFactory)
-
-    # IProtocolFactory allows None; WrappingFactory's annotation does not.
-    def buildProtocol(  # type: ignore[override]
-        self, addr: IAddress | None
-    ) -> TLSMemoryBIOProtocol | None:
-        """
-        Wrap the application's protocol, unless it refused the connection.
-        """
-        wrapped = self.wrappedFactory.buildProtocol(addr)
-        if wrapped is None:
-            return None
-        return self.protocol(self, wrapped)
