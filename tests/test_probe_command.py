@@ -17,6 +17,7 @@ from twisted.internet.task import deferLater
 from .pki import PKI
 from .test_commands import CommandTestCase, command, freePort
 from .test_loopback import TIMEOUT
+from .test_tls_interop import verifiedClient
 
 
 class ProbeCommandTests(CommandTestCase):
@@ -93,11 +94,7 @@ class ProbeCommandTests(CommandTestCase):
         """
         await self.startTwist()
         status, out, _ = await self.client(
-            "--tls",
-            "--connect",
-            f"tcp:localhost:{self.tlsPort}",
-            "--ca",
-            self.pki.ca,
+            *verifiedClient(self.tlsPort, self.pki.ca),
             "--trace",
         )
         self.assertEqual(status, 0)
@@ -114,11 +111,7 @@ class ProbeCommandTests(CommandTestCase):
         """
         await self.startTwist()
         status, out, _ = await self.client(
-            "--tls",
-            "--connect",
-            f"tcp:localhost:{self.tlsPort}",
-            "--ca",
-            self.pki.ca,
+            *verifiedClient(self.tlsPort, self.pki.ca),
             "--json",
         )
         exchange, summary = (json.loads(line) for line in out.splitlines())

@@ -50,12 +50,12 @@ def pki() -> PKI:
     return _pki
 
 
-def verifiedClient(port: int) -> list[str]:
+def verifiedClient(port: int, ca: str | None = None) -> list[str]:
     """
     ``hellotcp-client`` arguments for TLS with localhost:``port``, verified
-    against the test CA.
+    against ``ca`` (by default this module's test CA).
     """
-    return ["--tls", "--connect", f"tcp:localhost:{port}", "--ca", pki().ca]
+    return ["--tls", "--connect", f"tcp:localhost:{port}", "--ca", ca or pki().ca]
 
 
 def stdlibClient(
