@@ -51,5 +51,8 @@ class ProxyFactory(KeepsRefusals, HAProxyWrappingFactory):  # type: ignore[misc]
     # subclass of its protocol; these two lines are what its own code does.
     protocol = _ProxyProtocol  # type: ignore[assignment]
 
+    # The wrapped factory's own lines say all there is to say.
+    noisy = False
+
     def __init__(self, wrappedFactory: IProtocolFactory) -> None:
         WrappingFactory.__init__(self, wrappedFactory)  # type: ignore[arg-type]

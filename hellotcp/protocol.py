@@ -70,6 +70,7 @@ from ._connections import ConnectionTable
 from ._escape import escape
 from ._summary import SummarizingLog
 from ._tlserror import describeTLSError
+from .metrics import NO_METRICS, ServerMetrics
 
 DEFAULT_GREETING = b"Hello, client!"
 """What the server answers unless told otherwise (the classic server's reply)."""
@@ -197,6 +198,10 @@ _FAILURES = frozenset(
 )
 
 
+# Outcomes of a connection that was sent the greeting.
+_ANSWERED = frozenset({Outcome.GREETED, Outcome.TOO_LONG})
+
+
 class _State(Enum):
     READING = "reading"
     ANSWERED = "answered"
@@ -229,6 +234,7 @@ class HelloServerProtocol(Protocol):
         self._deadline = 0.0
         self._timer: IDelayedCall | None = None
         self._client: str | None = None
+        self._received = 0
 
     def connectionMade(self) -> None:
         """
@@ -256,6 +262,7 @@ class HelloServerProtocol(Protocol):
         """
         Collect the message until it is complete; discard anything after it.
         """
+        self._received += len(data)
         if self._state is not _State.READING:
             return
         if not self._buffer and not self.factory.connectionSpoke(self):
@@ -318,6 +325,14 @@ class HelloServerProtocol(Protocol):
                     problem = reason.getErrorMessage()
         self._state = _State.CLOSED
         self.factory.connectionEnded(self)
+        duration = round(self._clock.seconds() - self._started, 6)
+        self.factory.metrics.ended(
+            self._outcome.value,
+            self._received,
+            len(self._settings.greeting) if self._outcome in _ANSWERED else 0,
+            duration,
+            problem if self._outcome is Outcome.TLS_FAILED else None,
+        )
         if self._outcome is Outcome.GREETED and not self.factory.logGreetings:
             return
         self.factory.logExchange(
@@ -331,7 +346,7 @@ class HelloServerProtocol(Protocol):
             outcome=self._outcome.value,
             message=escape(self._message),
             bytes=len(self._message),
-            duration=round(self._clock.seconds() - self._started, 6),
+            duration=duration,
             client=self._client,
             reason=problem,
         )
@@ -404,6 +419,7 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
     :ivar logGreetings: Whether to log each greeted exchange (at info);
         failures are always logged.  An application that filters out info
         sets it to `False` so the events are not even built.
+    :ivar metrics: Where connections and exchanges are counted.
     """
 
     # Every exchange is logged already; "Starting factory" lines add nothing.
@@ -414,6 +430,7 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
         settings: ServerSettings = ServerSettings(),
         clock: IReactorTime | None = None,
         logGreetings: bool = True,
+        metrics: ServerMetrics = NO_METRICS,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -424,6 +441,7 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
         self.connections: ConnectionTable[HelloServerProtocol] = ConnectionTable()
         self.failures = SummarizingLog(_log, clock)
         self.logGreetings = logGreetings
+        self.metrics = metrics
         self._stopping = False
         self._idle: list[Deferred[None]] = []
 
@@ -434,6 +452,7 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
         reached and no silent connection can make room.
         """
         if self._stopping:
+            self.metrics.refused("shutdown")
             return None
         limit = self.settings.maxConnections
         if len(self.connections) >= limit and not self._evict(None):
@@ -452,6 +471,7 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
         return True
 
     def _refuse(self, addr: IAddress | None, reason: str, limit: int) -> None:
+        self.metrics.refused(reason)
         self.failures.emit(
             f"refused ({reason})",
             LogLevel.warn,
@@ -491,6 +511,7 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
                 )
                 return False
         self.connections.add(protocol, peer, now)
+        self.metrics.accepted()
         return True
 
     def connectionSpoke(self, protocol: HelloServerProtocol) -> bool:
@@ -513,6 +534,8 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
         if peer is not None and self.connections.count(peer) > limit:
             if not self._evict(peer):
                 self.connections.remove(protocol)
+                # Admitted and counted as open when it connected.
+                self.metrics.ended("refused", 0, 0, 0.0, None)
                 self._refuse(
                     protocol.transport.getPeer(), "max-connections-per-peer", limit
                 )

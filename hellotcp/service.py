@@ -11,9 +11,11 @@ import signal
 from types import FrameType
 from typing import cast
 
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.application.strports import service as listenerService
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -104,7 +106,10 @@ def _closeAfterAccepting(port: object) -> None:
         port.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
 
 
-def _describeListenError(error: BaseException) -> str:
+def describeListenError(error: BaseException) -> str:
+    """
+    The reason, in a few words, that listening failed.
+    """
     if isinstance(error, CannotListenError) and isinstance(error.socketError, OSError):
         return error.socketError.strerror or str(error.socketError)
     if isinstance(error, OSError) and error.strerror:
@@ -125,6 +130,9 @@ class HelloService(MultiService):
     :ivar shutdownTimeout: Seconds open exchanges get to finish on stop.
     :ivar backlog: The listen queue length of endpoints that do not set one.
     :ivar tls: The TLS settings of the TLS listeners, reloaded on SIGHUP.
+
+    :param worker: Run as one of several workers (see `hellotcp.workers`):
+        SIGINT is left to the parent, which passes SIGTERM on.
     """
 
     def __init__(
@@ -135,6 +143,7 @@ class HelloService(MultiService):
         handleSignals: bool = True,
         backlog: int = DEFAULT_BACKLOG,
         tls: ReloadableServerTLS | None = None,
+        worker: bool = False,
     ) -> None:
         MultiService.__init__(self)
         self.factory = factory
@@ -142,16 +151,25 @@ class HelloService(MultiService):
         self._reactor = reactor
         self._handleSignals = handleSignals
         self._backlog = backlog
+        self._worker = worker
         self.tls = tls
         self._ports: list[object] = []
         self._stopping = False
 
-    def listen(self, description: str, secure: bool = False) -> None:
+    def listen(
+        self,
+        description: str,
+        secure: bool = False,
+        adopted: IStreamServerEndpoint | None = None,
+    ) -> None:
         """
         Add a listener on the server endpoint ``description``, with the
         service's backlog unless the description sets one.
 
         :param secure: Serve TLS on it, with the service's ``tls`` settings.
+        :param adopted: The endpoint of a listening socket opened for this
+            description by someone else (a worker's parent): listen there
+            instead, adding what the description adds (the PROXY protocol).
         """
         factory: IProtocolFactory = self.factory
         name = description
@@ -165,11 +183,26 @@ class HelloService(MultiService):
             # The PROXY header comes first, in clear, then TLS if any.
             endpoint = description[len(_PROXY_PREFIX) :]
             factory = ProxyFactory(factory)
-        listener = listenerService(
-            withBacklog(endpoint, self._backlog), factory, reactor=self._reactor
+        if adopted is None:
+            adopted = serverFromString(
+                self._reactor, withBacklog(endpoint, self._backlog)
+            )
+        listener = StreamServerEndpointService(
+            _PortRecordingEndpoint(adopted, self._ports), factory
         )
-        listener.endpoint = _PortRecordingEndpoint(listener.endpoint, self._ports)
+        # As strports.service does: a failure to listen raises from
+        # startService, to be reported in one line.
+        listener._raiseSynchronously = True
         listener.setName(name)
+        listener.setServiceParent(self)
+
+    def serveMetrics(self, description: str, site: IProtocolFactory) -> None:
+        """
+        Serve ``site`` (the ``/metrics`` page) on the server endpoint
+        ``description``; it stops with the service, without draining.
+        """
+        listener = listenerService(description, site, reactor=self._reactor)
+        listener.setName(f"{description} (metrics)")
         listener.setServiceParent(self)
 
     def privilegedStartService(self) -> None:
@@ -204,7 +237,7 @@ class HelloService(MultiService):
             except Exception as error:
                 raise SystemExit(
                     f"hellotcp: error: cannot listen on {listener.name}: "
-                    f"{_describeListenError(error)}"
+                    f"{describeListenError(error)}"
                 ) from None
 
     def stopService(self) -> Deferred[None]:
@@ -228,7 +261,11 @@ class HelloService(MultiService):
         # (exit status 143 or 130); a requested stop is a success, so these
         # stop the reactor and let the process exit 0.
         signal.signal(signal.SIGTERM, self._stopOnSignal)
-        signal.signal(signal.SIGINT, self._stopOnSignal)
+        # A worker's parent passes Ctrl-C on as SIGTERM; the terminal's own
+        # SIGINT to the whole process group would otherwise count twice.
+        signal.signal(
+            signal.SIGINT, signal.SIG_IGN if self._worker else self._stopOnSignal
+        )
         if self.tls is not None:
             signal.signal(signal.SIGHUP, self._reloadOnSignal)
 
@@ -243,7 +280,10 @@ class HelloService(MultiService):
 
         :returns: Whether the files now in use are the new ones.
         """
-        return self.tls is not None and self.tls.reload()
+        if self.tls is None or not self.tls.reload():
+            return False
+        self.factory.metrics.certificateExpires(self.tls.expires)
+        return True
 
     def _stopOnSignal(self, number: int, frame: FrameType | None) -> None:
         # A signal handler may run between any two bytecodes of the reactor;

@@ -6,18 +6,34 @@ to a running service.
 
 from __future__ import annotations
 
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
 from typing import Any, cast
 
 from attrs import evolve
+from twisted.application.strports import service as listenerService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 
+from . import metrics
 from ._options import OneLineErrorOptions, number
 from .protocol import DEFAULT_GREETING, HelloServerFactory, ServerSettings
-from .service import DEFAULT_BACKLOG, HelloService, raiseFileLimit
+from .service import DEFAULT_BACKLOG, HelloService, raiseFileLimit, withBacklog
 from .tls import CertificateFiles, ReloadableServerTLS, ServerTLSFiles, TLSFileError
+from .workers import (
+    WorkerCommand,
+    WorkerSupervisor,
+    checkAdoptable,
+    dieWithParent,
+    inheritedListeners,
+    stampLogs,
+    thisWorker,
+    workerCount,
+)
 
 DEFAULT_LISTEN = "tcp:5000:interface=127.0.0.1"
 """Where the server listens unless told otherwise: the classic server's
@@ -114,6 +130,21 @@ class Options(OneLineErrorOptions):
         ],
         ["private-key", None, None, "PEM file of the certificate's private key."],
         [
+            "workers",
+            None,
+            "1",
+            "Worker processes serving every listener, on the same ports "
+            "(auto: one per core). With more than one, this process "
+            "supervises them.",
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics on this endpoint, e.g. "
+            "tcp:9100:interface=127.0.0.1 (needs the metrics extra).",
+        ],
+        [
             "client-ca",
             None,
             None,
@@ -127,6 +158,14 @@ class Options(OneLineErrorOptions):
         self["listen"] = []
         self["tls-listen"] = []
         self.reactor: IReactorCore | None = None
+        self.arguments: list[str] = []
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse the command line, keeping it as given for the workers.
+        """
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def opt_listen(self, description: str) -> None:
         """
@@ -179,17 +218,28 @@ class Options(OneLineErrorOptions):
             float, "shutdown-timeout", self["shutdown-timeout"], zeroAllowed=True
         )
         self["backlog"] = number(int, "backlog", self["backlog"])
+        self["workers"] = workerCount(self["workers"])
         self["tls"] = self._loadTLS()
         if not self["listen"] and not self["tls-listen"]:
             self["listen"] = [DEFAULT_LISTEN]
         for option in ("listen", "tls-listen"):
             for description in self[option]:
+                if self["workers"] > 1:
+                    checkAdoptable(option, description)
                 try:
                     serverFromString(self.reactor, description)
                 except Exception as error:
                     raise usage.UsageError(
                         f"--{option} {description}: {error}".rstrip(": ")
                     ) from None
+        if self["metrics"] is not None:
+            metrics.checkAvailable()
+            try:
+                serverFromString(self.reactor, self["metrics"])
+            except Exception as error:
+                raise usage.UsageError(
+                    f"--metrics {self['metrics']}: {error}".rstrip(": ")
+                ) from None
 
     def _loadTLS(self) -> ReloadableServerTLS | None:
         files = [self[name] for name in ("certificate", "private-key", "client-ca")]
@@ -253,14 +303,24 @@ def _logsInfo(config: Options) -> bool:
     return level is None or level.name in ("debug", "info")
 
 
-def makeService(config: Options) -> HelloService:
+def makeService(config: Options) -> HelloService | WorkerSupervisor:
     """
-    Build the service ``twist hellotcp`` runs from parsed `Options`.
+    Build the service ``twist hellotcp`` runs from parsed `Options`: one
+    server, or, with ``--workers`` above 1, the parent of that many.
     """
+    worker = thisWorker()
+    if worker is None and config["workers"] > 1:
+        return _supervisor(config)
     reactor: Any = config.reactor
     settings = _fitFileLimit(config["settings"])
+    counted: metrics.ServerMetrics = metrics.NO_METRICS
+    if config["metrics"] is not None or metrics.inMultiprocessMode():
+        counted = metrics.serverMetrics()
     factory = HelloServerFactory(
-        settings, cast(IReactorTime, reactor), logGreetings=_logsInfo(config)
+        settings,
+        cast(IReactorTime, reactor),
+        logGreetings=_logsInfo(config),
+        metrics=counted,
     )
     service = HelloService(
         factory,
@@ -268,9 +328,82 @@ def makeService(config: Options) -> HelloService:
         config["shutdown-timeout"],
         backlog=config["backlog"],
         tls=config["tls"],
+        worker=worker is not None,
     )
-    for description in config["listen"]:
-        service.listen(description)
-    for description in config["tls-listen"]:
-        service.listen(description, secure=True)
+    listeners = [(d, False) for d in config["listen"]]
+    listeners += [(d, True) for d in config["tls-listen"]]
+    adopted: list[Any] = [None] * len(listeners)
+    if worker is not None:
+        stampLogs(worker)
+        dieWithParent()
+        adopted = inheritedListeners(reactor, len(listeners))
+    for (description, secure), endpoint in zip(listeners, adopted, strict=True):
+        service.listen(description, secure=secure, adopted=endpoint)
+    if config["tls"] is not None:
+        counted.certificateExpires(config["tls"].expires)
+    if worker is None and isinstance(counted, metrics.PrometheusMetrics):
+        assert counted.registry is not None
+        service.serveMetrics(config["metrics"], metrics.metricsSite(counted.registry))
     return service
+
+
+def _supervisor(config: Options) -> WorkerSupervisor:
+    """
+    The parent of ``--workers`` processes, each running this same command.
+    """
+    environment: dict[str, str] = {}
+    directory: str | None = None
+    if config["metrics"] is not None:
+        directory = tempfile.mkdtemp(prefix="hellotcp-metrics-")
+        environment = metrics.workerEnvironment(directory)
+    twistArguments, logDescriptor = _loggingOfWorkers(config)
+    command = WorkerCommand(
+        ["-m", "twisted", *twistArguments, "hellotcp", *config.arguments],
+        environment,
+        logDescriptor,
+    )
+    descriptions = [
+        withBacklog(description.removeprefix("haproxy:"), config["backlog"])
+        for description in config["listen"] + config["tls-listen"]
+    ]
+
+    def forget(pid: int) -> None:
+        if directory is not None:
+            metrics.forgetWorker(pid, directory)
+
+    def cleanUp() -> None:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    supervisor = WorkerSupervisor(
+        config.reactor,  # type: ignore[arg-type]
+        config["workers"],
+        descriptions,
+        command,
+        config["shutdown-timeout"],
+        onWorkerExit=forget,
+        onStopped=cleanUp,
+    )
+    if directory is not None:
+        site = metrics.metricsSite(metrics.workersRegistry(directory))
+        listener = listenerService(config["metrics"], site, reactor=config.reactor)
+        listener.setServiceParent(supervisor)
+    return supervisor
+
+
+def _loggingOfWorkers(config: Options) -> tuple[list[str], int]:
+    """
+    The ``twist`` options that make workers log as this process does, and
+    the descriptor they write their log to.
+    """
+    parent: Any = getattr(config, "parent", None)
+    if parent is None:
+        return [], 1
+    if "logFormat" in parent:  # twist
+        arguments = [
+            f"--log-format={parent['logFormat']}",
+            f"--log-level={parent['logLevel'].name}",
+        ]
+        return arguments, parent["logFile"].fileno()
+    logfile = parent.get("logfile")  # twistd
+    return ([f"--log-file={logfile}"] if logfile and logfile != "-" else []), 1

@@ -209,6 +209,15 @@ class ReloadableServerTLS:
         self.files = files
         self._options = files.options()
 
+    @property
+    def expires(self) -> float:
+        """
+        When the certificate now served expires, in seconds since the epoch.
+        """
+        certificate = self._options.certificate
+        assert certificate is not None  # a server always has one
+        return certificate.to_cryptography().not_valid_after_utc.timestamp()
+
     def serverConnectionForTLS(
         self, tlsProtocol: TLSMemoryBIOProtocol
     ) -> SSL.Connection:

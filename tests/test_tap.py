@@ -14,7 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from hellotcp import tap
 from hellotcp._options import OneLineErrorOptions
 from hellotcp.protocol import HelloServerFactory, ServerSettings
-from hellotcp.service import withBacklog
+from hellotcp.service import HelloService, withBacklog
+from hellotcp.workers import WorkerSupervisor
 
 
 def parse(*argv: str) -> tap.Options:
@@ -27,7 +28,33 @@ def parse(*argv: str) -> tap.Options:
     return options
 
 
-class OptionsTests(SynchronousTestCase):
+def server(options: tap.Options) -> HelloService:
+    """
+    The single-process service ``options`` make.
+    """
+    service = tap.makeService(options)
+    assert isinstance(service, HelloService)
+    return service
+
+
+class OneLineErrors(SynchronousTestCase):
+    """
+    Test cases that check the one-line errors of the options.
+    """
+
+    def assertOneLineError(self, argv: list[str], expected: str) -> None:
+        """
+        Parsing ``argv`` exits with status 2 after one line on standard error.
+        """
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        with self.assertRaises(SystemExit) as raised:
+            parse(*argv)
+        self.assertEqual(raised.exception.code, 2)
+        self.assertEqual(stderr.getvalue(), f"hellotcp: error: {expected}\n")
+
+
+class OptionsTests(OneLineErrors):
     """
     `tap.Options` turns the command line into settings.
     """
@@ -92,17 +119,6 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["backlog"], 10)
         self.assertEqual(options["shutdown-timeout"], 0)
 
-    def assertOneLineError(self, argv: list[str], expected: str) -> None:
-        """
-        Parsing ``argv`` exits with status 2 after one line on standard error.
-        """
-        stderr = io.StringIO()
-        self.patch(sys, "stderr", stderr)
-        with self.assertRaises(SystemExit) as raised:
-            parse(*argv)
-        self.assertEqual(raised.exception.code, 2)
-        self.assertEqual(stderr.getvalue(), f"hellotcp: error: {expected}\n")
-
     def test_badValues(self) -> None:
         """
         Each kind of mistake is named in one line.
@@ -157,7 +173,7 @@ class MakeServiceTests(SynchronousTestCase):
         options = parse(
             "--listen", "tcp:7000:interface=127.0.0.1", "--listen", "tcp:7001"
         )
-        service = tap.makeService(options)
+        service = server(options)
         service.startService()
         reactor = options.reactor
         assert isinstance(reactor, MemoryReactorClock)
@@ -179,7 +195,7 @@ class MakeServiceTests(SynchronousTestCase):
         Stopping the service stops listening and waits for open exchanges.
         """
         options = parse("--listen", "tcp:7000")
-        service = tap.makeService(options)
+        service = server(options)
         service.startService()
         stopped = service.stopService()
         self.successResultOf(stopped)
@@ -229,5 +245,115 @@ class LogLevelTests(SynchronousTestCase):
             parent = TwistOptions()
             parent["logLevel"] = level
             options.parent = parent
-            self.assertIs(tap.makeService(options).factory.logGreetings, expected)
-        self.assertTrue(tap.makeService(parse()).factory.logGreetings)
+            self.assertIs(server(options).factory.logGreetings, expected)
+        self.assertTrue(server(parse()).factory.logGreetings)
+
+
+class WorkersOptionTests(OneLineErrors):
+    """
+    ``--workers`` and ``--metrics``.
+    """
+
+    def test_default(self) -> None:
+        """
+        One worker by default: the single process, no supervisor.
+        """
+        options = parse()
+        self.assertEqual(options["workers"], 1)
+        self.assertIsInstance(tap.makeService(options), HelloService)
+
+    def test_several(self) -> None:
+        """
+        With more than one worker the service is their supervisor, over
+        every listener (PROXY prefix removed, backlog added), re-running the
+        same command line.
+        """
+        import os
+
+        options = parse(
+            "--workers",
+            "3",
+            "--listen",
+            "haproxy:tcp:7000",
+            "-l",
+            "unix:/tmp/h.sock",
+        )
+        service = tap.makeService(options)
+        assert isinstance(service, WorkerSupervisor)
+        self.assertEqual(service.count, 3)
+        self.assertEqual(
+            service._descriptions,
+            ["tcp:7000:backlog=4096", "unix:/tmp/h.sock:backlog=4096"],
+        )
+        self.assertEqual(
+            service._command.arguments,
+            [
+                "-m",
+                "twisted",
+                "hellotcp",
+                "--workers",
+                "3",
+                "--listen",
+                "haproxy:tcp:7000",
+                "-l",
+                "unix:/tmp/h.sock",
+            ],
+        )
+        self.assertEqual(
+            parse("--workers", "auto")["workers"], len(os.sched_getaffinity(0))
+        )
+
+    def test_twistLogging(self) -> None:
+        """
+        Workers log in the format, at the level and to the file of ``twist``.
+        """
+        from twisted.application.twist._options import TwistOptions
+        from twisted.logger import LogLevel
+
+        options = parse("--workers", "2")
+        parent = TwistOptions()
+        parent["logLevel"] = LogLevel.warn
+        parent["logFormat"] = "json"
+        parent["logFile"] = sys.stderr
+        options.parent = parent
+        service = tap.makeService(options)
+        assert isinstance(service, WorkerSupervisor)
+        self.assertEqual(
+            service._command.arguments[2:4], ["--log-format=json", "--log-level=warn"]
+        )
+        self.assertEqual(service._command.logDescriptor, 2)
+
+    def test_refused(self) -> None:
+        """
+        A bad count, or a listener the workers could not adopt, is one line.
+        """
+        wrongCount = "--workers must be a whole number greater than 0 or auto"
+        for argv, expected in [
+            (["--workers", "0"], f"{wrongCount}, not '0'"),
+            (["--workers", "many"], f"{wrongCount}, not 'many'"),
+            (
+                ["--workers", "2", "--listen", "ssl:7000:privateKey=k.pem"],
+                "--listen ssl:7000:privateKey=k.pem: --workers serves tcp, tcp6, "
+                "unix and systemd endpoints (use --tls-listen for TLS)",
+            ),
+            (
+                ["--metrics", "tcp:notaport"],
+                "--metrics tcp:notaport: invalid literal for int() with base 10: "
+                "'notaport'",
+            ),
+        ]:
+            self.assertOneLineError(argv, expected)
+
+    def test_metricsServed(self) -> None:
+        """
+        ``--metrics`` serves the page on its endpoint beside the listeners.
+        """
+        options = parse("--listen", "tcp:7000", "--metrics", "tcp:9100")
+        service = server(options)
+        service.startService()
+        reactor = options.reactor
+        assert isinstance(reactor, MemoryReactorClock)
+        ports = {
+            port: type(factory).__name__ for port, factory, _, _ in reactor.tcpServers
+        }
+        self.assertEqual(ports, {7000: "HelloServerFactory", 9100: "MetricsSite"})

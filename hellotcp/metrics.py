@@ -1,0 +1,296 @@
+# -*- test-case-name: tests.test_metrics -*-
+"""
+What a server counts for Prometheus, and the ``/metrics`` page that shows it.
+
+A `HelloServerFactory` reports to a `ServerMetrics`; the default one counts
+nothing and costs one method call per event.  `PrometheusMetrics` counts
+with ``prometheus_client`` (the optional ``metrics`` extra).  With several
+workers each one writes its figures to files in a directory shared with the
+parent (``prometheus_client``'s multiprocess mode), and the parent serves
+their sum.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from twisted.python import usage
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+PREFIX = "hellotcp"
+"""The first part of every metric's name."""
+
+# Exchanges last from a millisecond (a terminated message) through the 40 ms
+# pause that ends an unterminated one, to the 30 s deadline.
+DURATION_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+_MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class ServerMetrics:
+    """
+    Where a `HelloServerFactory` reports what happens; this one ignores it.
+    """
+
+    def accepted(self) -> None:
+        """
+        A connection was admitted.
+        """
+
+    def refused(self, reason: str) -> None:
+        """
+        A connection was refused (``max-connections``,
+        ``max-connections-per-peer`` or ``shutdown``).
+        """
+
+    def ended(
+        self,
+        outcome: str,
+        received: int,
+        sent: int,
+        duration: float,
+        tlsFailure: str | None,
+    ) -> None:
+        """
+        An admitted connection closed.
+
+        :param outcome: How it ended (an `Outcome` value).
+        :param received: Bytes read from the client.
+        :param sent: Bytes of greeting written to it.
+        :param duration: Seconds from connection to close.
+        :param tlsFailure: Why the TLS handshake failed, if it did.
+        """
+
+    def certificateExpires(self, timestamp: float) -> None:
+        """
+        The TLS certificate now served expires at ``timestamp`` (seconds
+        since the epoch).
+        """
+
+
+NO_METRICS = ServerMetrics()
+"""The `ServerMetrics` of a factory that counts nothing."""
+
+
+def _prometheus() -> Any:
+    try:
+        import prometheus_client
+    except ImportError:
+        raise usage.UsageError(
+            "--metrics needs prometheus_client: pip install 'hellotcp[metrics]'"
+        ) from None
+    return prometheus_client
+
+
+def checkAvailable() -> None:
+    """
+    :raises twisted.python.usage.UsageError: If ``prometheus_client`` is not
+        installed.
+    """
+    _prometheus()
+
+
+class PrometheusMetrics(ServerMetrics):
+    """
+    Count with ``prometheus_client``.
+
+    :ivar registry: Where the metrics are registered (`None` in a worker,
+        whose figures reach the parent through files).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        client = _prometheus()
+        Counter, Gauge, Histogram = client.Counter, client.Gauge, client.Histogram
+        self.registry = registry
+        self._accepted = Counter(
+            f"{PREFIX}_connections_accepted",
+            "Connections admitted.",
+            registry=registry,
+        )
+        self._refused = Counter(
+            f"{PREFIX}_connections_refused",
+            "Connections refused, by the limit that refused them.",
+            ["reason"],
+            registry=registry,
+        )
+        self._exchanges = Counter(
+            f"{PREFIX}_exchanges",
+            "Admitted connections, by how they ended.",
+            ["outcome"],
+            registry=registry,
+        )
+        self._received = Counter(
+            f"{PREFIX}_received_bytes",
+            "Bytes read from clients.",
+            registry=registry,
+        )
+        self._sent = Counter(
+            f"{PREFIX}_sent_bytes",
+            "Greeting bytes written to clients.",
+            registry=registry,
+        )
+        self._tlsFailures = Counter(
+            f"{PREFIX}_tls_handshake_failures",
+            "TLS handshakes that failed, by OpenSSL's reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self._active = Gauge(
+            f"{PREFIX}_connections_active",
+            "Connections open now.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._duration = Histogram(
+            f"{PREFIX}_exchange_duration_seconds",
+            "Seconds from connection to close.",
+            registry=registry,
+            buckets=DURATION_BUCKETS,
+        )
+        # Made when there is a certificate: a server without TLS shows none.
+        self._expiry: Any = None
+        # Labelled children looked up once, not per connection.
+        self._byOutcome: dict[str, Any] = {}
+
+    def accepted(self) -> None:
+        """
+        Count an admitted connection.
+        """
+        self._accepted.inc()
+        self._active.inc()
+
+    def refused(self, reason: str) -> None:
+        """
+        Count a refused connection.
+        """
+        self._refused.labels(reason).inc()
+
+    def ended(
+        self,
+        outcome: str,
+        received: int,
+        sent: int,
+        duration: float,
+        tlsFailure: str | None,
+    ) -> None:
+        """
+        Count a closed connection: its outcome, bytes and duration.
+        """
+        counter = self._byOutcome.get(outcome)
+        if counter is None:
+            counter = self._byOutcome[outcome] = self._exchanges.labels(outcome)
+        counter.inc()
+        self._active.dec()
+        if received:
+            self._received.inc(received)
+        if sent:
+            self._sent.inc(sent)
+        self._duration.observe(duration)
+        if tlsFailure is not None:
+            self._tlsFailures.labels(tlsFailure).inc()
+
+    def certificateExpires(self, timestamp: float) -> None:
+        """
+        Show when the served certificate expires.
+        """
+        if self._expiry is None:
+            self._expiry = _prometheus().Gauge(
+                f"{PREFIX}_tls_certificate_expiry_timestamp_seconds",
+                "When the TLS certificate being served expires (Unix time).",
+                registry=self.registry,
+                multiprocess_mode="livemin",
+            )
+        self._expiry.set(timestamp)
+
+
+def inMultiprocessMode() -> bool:
+    """
+    Whether this process writes its metrics to the directory a supervising
+    parent reads (set by the parent for its workers).
+    """
+    return bool(os.environ.get(_MULTIPROCESS_DIRECTORY))
+
+
+def serverMetrics() -> PrometheusMetrics:
+    """
+    The metrics of this process: in a registry it serves itself, or, in a
+    worker, in files its parent sums.
+    """
+    if inMultiprocessMode():
+        return PrometheusMetrics(None)
+    return PrometheusMetrics(_prometheus().CollectorRegistry())
+
+
+def workersRegistry(directory: str) -> CollectorRegistry:
+    """
+    A registry that sums the metrics the workers write to ``directory``.
+    """
+    client = _prometheus()
+    from prometheus_client import multiprocess
+
+    registry: CollectorRegistry = client.CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    return registry
+
+
+def workerEnvironment(directory: str) -> dict[str, str]:
+    """
+    The environment a worker needs to write its metrics to ``directory``.
+    """
+    return {_MULTIPROCESS_DIRECTORY: directory}
+
+
+def forgetWorker(pid: int, directory: str) -> None:
+    """
+    Drop the gauges of a worker that has exited (its counters stay in the
+    sums: what it counted did happen).
+    """
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, directory)
+
+
+class MetricsSite(Site):
+    """
+    The site of the ``/metrics`` page, which does not log every scrape.
+    """
+
+    noisy = False
+
+    def log(self, request: object) -> None:
+        """
+        Log nothing.
+        """
+
+
+def metricsSite(registry: CollectorRegistry) -> Site:
+    """
+    A web site serving ``registry`` at ``/metrics`` in Prometheus text format
+    (``prometheus_client``'s own Twisted resource).
+    """
+    from prometheus_client.twisted import MetricsResource
+
+    root = Resource()
+    root.putChild(b"metrics", MetricsResource(registry))
+    site: Site = MetricsSite(root)  # type: ignore[no-untyped-call]
+    return site

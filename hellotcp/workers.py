@@ -1,0 +1,527 @@
+# -*- test-case-name: tests.test_workers -*-
+"""
+Several worker processes serving the same listeners: ``--workers N``.
+
+The parent opens every listening socket, then starts N copies of the same
+``twist hellotcp`` command, each handed its sockets as inherited file
+descriptors that it adopts (Twisted's ``adoptStreamPort``).  On Linux and
+the BSDs each worker gets its own socket on the shared port
+(``SO_REUSEPORT``), so the kernel spreads new connections evenly and the
+workers do not wake each other; elsewhere, and for UNIX and systemd
+sockets, the workers share one socket.
+
+The parent accepts nothing.  It keeps its copies of the sockets while it
+runs, so that the connections queued on a dead worker's socket wait for
+its replacement instead of being reset; it restarts a worker that exits,
+with a growing pause while workers keep dying young; it passes SIGHUP on
+(every worker reloads its TLS files), and on SIGTERM or SIGINT it closes
+its copies of the sockets and passes SIGTERM on, so each worker drains and
+exits as a single process would, then exits 0 itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import IO, Any, cast
+
+from attrs import define, field
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import (
+    AdoptedStreamServerEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    serverFromString,
+)
+from twisted.internet.error import ProcessDone
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IReactorCore,
+    IReactorFromThreads,
+    IReactorProcess,
+    IReactorTime,
+)
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.logger import ILogObserver, LogEvent, Logger, globalLogPublisher
+from twisted.python import usage
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .service import describeListenError
+
+_log = Logger()
+
+WORKER_VARIABLE = "HELLOTCP_WORKER"
+"""The environment variable that tells a worker its number (1, 2, ...)."""
+
+FIRST_LISTENER_DESCRIPTOR = 3
+"""A worker finds listener ``i`` (in the order given) at this descriptor + i."""
+
+# A worker that dies younger than this is restarted after a pause that
+# doubles with each such death, from the first pause up to the longest.
+STABLE_AFTER = 10.0
+FIRST_PAUSE = 0.5
+LONGEST_PAUSE = 30.0
+
+# After SIGTERM, workers get the shutdown timeout plus this to exit by
+# themselves before they are killed.
+_KILL_MARGIN = 5.0
+
+# Endpoint types whose listening socket a worker can adopt as it is: the
+# TLS of --tls-listen and the PROXY protocol of haproxy: are added by each
+# worker around the adopted socket, but an ssl: endpoint's TLS would be lost.
+_ADOPTABLE = frozenset({"tcp", "tcp6", "unix", "systemd"})
+
+
+def workerCount(value: str) -> int:
+    """
+    Parse ``--workers``: a positive number, or ``auto`` for one per core this
+    process may run on.
+
+    :raises twisted.python.usage.UsageError: On anything else.
+    """
+    if value == "auto":
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            return os.cpu_count() or 1
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise usage.UsageError(
+            f"--workers must be a whole number greater than 0 or auto, not {value!r}"
+        )
+    return count
+
+
+def checkAdoptable(option: str, description: str) -> None:
+    """
+    :raises twisted.python.usage.UsageError: If several workers could not
+        share the listener ``description``.
+    """
+    inner = description.removeprefix("haproxy:")
+    kind = inner.partition(":")[0]
+    if kind not in _ADOPTABLE:
+        raise usage.UsageError(
+            f"--{option} {description}: --workers serves tcp, tcp6, unix and "
+            "systemd endpoints (use --tls-listen for TLS)"
+        )
+
+
+def thisWorker() -> int | None:
+    """
+    This process's worker number, if a parent started it as a worker.
+    """
+    value = os.environ.get(WORKER_VARIABLE)
+    return int(value) if value else None
+
+
+def inheritedListeners(
+    reactor: object, count: int
+) -> list[AdoptedStreamServerEndpoint]:
+    """
+    Endpoints for the ``count`` listening sockets a worker inherits.
+    """
+    endpoints = []
+    for index in range(count):
+        descriptor = FIRST_LISTENER_DESCRIPTOR + index
+        # A socket object built on a descriptor reads its family from it;
+        # detaching leaves the descriptor open for the endpoint to adopt.
+        probe = socket.socket(fileno=descriptor)
+        family = probe.family
+        probe.detach()
+        endpoints.append(AdoptedStreamServerEndpoint(reactor, descriptor, family))
+    return endpoints
+
+
+@implementer(ILogObserver)
+@define
+class WorkerLogStamp:
+    """
+    Put the worker's number in every log event: a ``worker`` field, and in
+    front of the system shown in brackets in text logs
+    (``[worker-2 hellotcp.protocol#info]``).
+
+    It must be the global log publisher's first observer, so that it runs
+    before the one that writes the log (see `stampLogs`).
+    """
+
+    worker: int
+
+    def __call__(self, event: LogEvent) -> None:
+        """
+        Stamp one event.
+        """
+        if "worker" in event:
+            return
+        event["worker"] = self.worker
+        system = event.get("log_system")
+        if system is None:
+            level = event.get("log_level")
+            system = f"{event.get('log_namespace', '-')}#{getattr(level, 'name', '-')}"
+        event["log_system"] = f"worker-{self.worker} {system}"
+
+
+def stampLogs(worker: int) -> None:
+    """
+    Stamp every log event of this process with ``worker``.
+
+    Called while the plugin builds its service, before ``twist`` adds the
+    observer that writes the log file, so the stamp comes first.
+    """
+    globalLogPublisher.addObserver(WorkerLogStamp(worker))
+
+
+def dieWithParent() -> None:
+    """
+    Ask the kernel to send this worker SIGTERM if its parent dies, so that a
+    killed supervisor leaves no worker behind (Linux only; elsewhere a
+    no-op).
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+@define
+class _Listener:
+    """
+    One configured listener's sockets in the parent: one per worker with
+    ``SO_REUSEPORT``, else one shared by all.
+    """
+
+    descriptors: list[int]
+    close: Callable[[], object]
+
+    def descriptorFor(self, worker: int) -> int:
+        return self.descriptors[(worker - 1) % len(self.descriptors)]
+
+
+def _reusePortSockets(
+    family: socket.AddressFamily, interface: str, port: int, backlog: int, count: int
+) -> list[socket.socket]:
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            listening = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(listening)
+            # As Twisted's own listenTCP does on POSIX.
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            listening.bind((interface, port))
+            # Port 0: the first bind picks the port the others share.
+            port = listening.getsockname()[1]
+            listening.listen(backlog)
+            listening.setblocking(False)
+    except BaseException:
+        for listening in sockets:
+            listening.close()
+        raise
+    return sockets
+
+
+class _NoConnections(Factory):
+    """
+    The factory of the parent's own copies of shared sockets, which never
+    accept (the parent does not read them).
+    """
+
+    noisy = False
+
+    def buildProtocol(self, addr: object) -> Protocol | None:
+        return None
+
+
+def openListener(reactor: object, endpointDescription: str, count: int) -> _Listener:
+    """
+    Open the listening sockets of one listener for ``count`` workers.
+
+    :param endpointDescription: The endpoint, without any ``haproxy:``
+        prefix, and with its backlog.
+    """
+    endpoint = serverFromString(reactor, endpointDescription)
+    if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)) and hasattr(
+        socket, "SO_REUSEPORT"
+    ):
+        # Twisted's TCP endpoints have no SO_REUSEPORT option and no public
+        # accessors; their parsed settings are read here.
+        family = (
+            socket.AF_INET6
+            if isinstance(endpoint, TCP6ServerEndpoint)
+            else socket.AF_INET
+        )
+        sockets = _reusePortSockets(
+            family,
+            endpoint._interface,
+            endpoint._port,
+            endpoint._backlog,
+            count,
+        )
+
+        def closeAll() -> None:
+            for listening in sockets:
+                listening.close()
+
+        return _Listener([s.fileno() for s in sockets], closeAll)
+    listened: Deferred[IListeningPort] = endpoint.listen(_NoConnections())
+    ports: list[IListeningPort] = []
+    failures: list[Failure] = []
+    listened.addCallbacks(ports.append, failures.append)
+    if failures:
+        failures[0].raiseException()
+    port = ports[0]
+    port.stopReading()  # type: ignore[attr-defined]
+    return _Listener([port.fileno()], port.stopListening)  # type: ignore[attr-defined]
+
+
+class _WorkerProcess(ProcessProtocol):
+    def __init__(self, supervisor: WorkerSupervisor, worker: int) -> None:
+        self.supervisor = supervisor
+        self.worker = worker
+        self.started = 0.0
+        self.pid: int | None = None
+        self.ended: Deferred[None] = Deferred()
+
+    def processEnded(self, reason: Failure) -> None:
+        self.supervisor._workerEnded(self, reason)
+        self.ended.callback(None)
+
+
+@define
+class WorkerCommand:
+    """
+    How to start a worker: the command line and what it inherits.
+
+    :ivar arguments: Everything after the program, e.g.
+        ``["-m", "twisted", "--log-format=text", "hellotcp", "--listen", ...]``.
+    :ivar environment: Variables added to the parent's environment.
+    :ivar logDescriptor: The parent's descriptor the workers write their log
+        to (as their standard output).
+    """
+
+    arguments: list[str]
+    environment: dict[str, str] = field(factory=dict)
+    logDescriptor: int = 1
+    executable: str = sys.executable
+
+
+class WorkerSupervisor(MultiService):
+    """
+    Start ``count`` workers on the listeners given, keep them running, pass
+    signals on, and stop them all gracefully.
+
+    :ivar count: How many workers run.
+    :ivar processes: The worker processes running now, by number.
+
+    :param listeners: Endpoint descriptions to open (no ``haproxy:``
+        prefix), in the order the workers adopt them.
+    :param onWorkerExit: Called with the process id of each worker that
+        exits.
+    :param onStopped: Called once every worker has exited on stop.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorCore,
+        count: int,
+        listeners: Sequence[str],
+        command: WorkerCommand,
+        shutdownTimeout: float,
+        handleSignals: bool = True,
+        onWorkerExit: Callable[[int], object] | None = None,
+        onStopped: Callable[[], object] | None = None,
+    ) -> None:
+        MultiService.__init__(self)
+        self.count = count
+        self.processes: dict[int, Any] = {}
+        self._reactor = reactor
+        self._descriptions = list(listeners)
+        self._command = command
+        self._shutdownTimeout = shutdownTimeout
+        self._handleSignals = handleSignals
+        self._onWorkerExit = onWorkerExit
+        self._onStopped = onStopped
+        self._listeners: list[_Listener] = []
+        self._protocols: dict[int, _WorkerProcess] = {}
+        self._youngDeaths: dict[int, int] = {}
+        self._restarts: dict[int, IDelayedCall] = {}
+        self._stopping = False
+        self._devnull: IO[bytes] | None = None
+
+    def startService(self) -> None:
+        """
+        Open every listener (one clear line and exit on failure), then start
+        the workers.
+        """
+        for description in self._descriptions:
+            try:
+                self._listeners.append(
+                    openListener(self._reactor, description, self.count)
+                )
+            except Exception as error:
+                self._closeListeners()
+                raise SystemExit(
+                    f"hellotcp: error: cannot listen on {description}: "
+                    f"{describeListenError(error)}"
+                ) from None
+        MultiService.startService(self)
+        self._devnull = open(os.devnull, "rb")
+        for worker in range(1, self.count + 1):
+            self._start(worker)
+        if self._handleSignals:
+            self._reactor.callWhenRunning(self._takeOverSignals)
+
+    def _start(self, worker: int) -> None:
+        self._restarts.pop(worker, None)
+        protocol = _WorkerProcess(self, worker)
+        protocol.started = cast(IReactorTime, self._reactor).seconds()
+        assert self._devnull is not None
+        childFDs: dict[int, int | str] = {
+            0: self._devnull.fileno(),
+            1: self._command.logDescriptor,
+            2: 2,
+        }
+        for index, listener in enumerate(self._listeners):
+            childFDs[FIRST_LISTENER_DESCRIPTOR + index] = listener.descriptorFor(worker)
+        environment = dict(os.environ)
+        environment.update(self._command.environment)
+        environment[WORKER_VARIABLE] = str(worker)
+        process = cast(IReactorProcess, self._reactor).spawnProcess(
+            protocol,
+            self._command.executable,
+            [self._command.executable, *self._command.arguments],
+            env=environment,
+            childFDs=childFDs,
+        )
+        protocol.pid = process.pid
+        self._protocols[worker] = protocol
+        self.processes[worker] = process
+        _log.info("worker {worker} started (pid {pid})", worker=worker, pid=process.pid)
+
+    def _workerEnded(self, protocol: _WorkerProcess, reason: Failure) -> None:
+        worker = protocol.worker
+        self.processes.pop(worker, None)
+        self._protocols.pop(worker, None)
+        pid = protocol.pid
+        status = _exitDescription(reason)
+        if pid is not None and self._onWorkerExit is not None:
+            self._onWorkerExit(pid)
+        if self._stopping:
+            if not reason.check(ProcessDone):
+                _log.warn("worker {worker} {status}", worker=worker, status=status)
+            return
+        lived = cast(IReactorTime, self._reactor).seconds() - protocol.started
+        if lived >= STABLE_AFTER:
+            self._youngDeaths[worker] = 0
+            pause = 0.0
+        else:
+            deaths = self._youngDeaths.get(worker, 0)
+            self._youngDeaths[worker] = deaths + 1
+            pause = min(LONGEST_PAUSE, FIRST_PAUSE * 2**deaths)
+        _log.error(
+            "worker {worker} (pid {pid}) {status}; starting it again in {pause} s",
+            worker=worker,
+            pid=pid,
+            status=status,
+            pause=pause,
+        )
+        self._restarts[worker] = cast(IReactorTime, self._reactor).callLater(
+            pause, self._start, worker
+        )
+
+    def signalWorkers(self, number: int) -> None:
+        """
+        Send signal ``number`` to every running worker.
+        """
+        for process in list(self.processes.values()):
+            try:
+                process.signalProcess(number)
+            except Exception:  # exited already; processEnded is on its way
+                pass
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Close the parent's copies of the sockets, ask every worker to finish
+        (SIGTERM), and fire once all have exited; a worker still running
+        after the shutdown timeout (and a margin) is killed.
+        """
+        self._stopping = True
+        for restart in self._restarts.values():
+            if restart.active():
+                restart.cancel()
+        self._restarts.clear()
+        self._closeListeners()
+        waiting = [protocol.ended for protocol in self._protocols.values()]
+        self.signalWorkers(signal.SIGTERM)
+        kill = cast(IReactorTime, self._reactor).callLater(
+            self._shutdownTimeout + _KILL_MARGIN, self.signalWorkers, signal.SIGKILL
+        )
+
+        def finished(result: object) -> Deferred[None] | None:
+            stopped: Deferred[None] | None
+            if kill.active():
+                kill.cancel()
+            if self._devnull is not None:
+                self._devnull.close()
+            if self._onStopped is not None:
+                self._onStopped()
+            stopped = MultiService.stopService(self)
+            return stopped
+
+        return DeferredList(waiting).addCallback(finished)
+
+    def _closeListeners(self) -> None:
+        for listener in self._listeners:
+            listener.close()
+        self._listeners = []
+
+    def _takeOverSignals(self) -> None:
+        # As HelloService does in a single process: a requested stop exits 0.
+        signal.signal(signal.SIGTERM, self._onSignal)
+        signal.signal(signal.SIGINT, self._onSignal)
+        signal.signal(signal.SIGHUP, self._onSignal)
+
+    def _onSignal(self, number: int, frame: FrameType | None) -> None:
+        fromThreads = cast(IReactorFromThreads, self._reactor)
+        fromThreads.callFromThread(self._signalled, number)
+
+    def _signalled(self, number: int) -> None:
+        name = signal.Signals(number).name
+        if number == signal.SIGHUP:
+            _log.info("SIGHUP: workers reload their TLS files")
+            self.signalWorkers(signal.SIGHUP)
+        elif self._stopping:
+            _log.warn("{signal} again: workers abort open exchanges now", signal=name)
+            self.signalWorkers(signal.SIGTERM)
+        else:
+            _log.info(
+                "{signal}: stopping {count} workers; open exchanges get "
+                "{timeout} s to finish",
+                signal=name,
+                count=len(self.processes),
+                timeout=self._shutdownTimeout,
+            )
+            self._reactor.stop()
+
+
+def _exitDescription(reason: Failure) -> str:
+    value = reason.value
+    signalNumber = getattr(value, "signal", None)
+    if signalNumber:
+        return f"was killed by {signal.Signals(signalNumber).name}"
+    return f"exited with status {getattr(value, 'exitCode', '?')}"
