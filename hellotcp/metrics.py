@@ -141,7 +141,7 @@ class PrometheusMetrics(ServerMetrics):
         )
         self._received = Counter(
             f"{PREFIX}_received_bytes",
-            "Bytes read from clients.",
+            "Bytes read from clients (after TLS, if any).",
             registry=registry,
         )
         self._sent = Counter(

@@ -24,6 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides
 
 from hellotcp import protocol as protocolModule
+from hellotcp.metrics import NO_METRICS, ServerMetrics
 from hellotcp.protocol import (
     DEFAULT_GREETING,
     HelloServerFactory,
@@ -76,10 +77,11 @@ class ServerHarness:
         testCase: SynchronousTestCase,
         settings: ServerSettings = ServerSettings(),
         transport: StringTransport | None = None,
+        metrics: ServerMetrics = NO_METRICS,
     ) -> None:
         self.clock = Clock()
         self.events = captureLogs(testCase)
-        self.factory = HelloServerFactory(settings, self.clock)
+        self.factory = HelloServerFactory(settings, self.clock, metrics=metrics)
         self.settings = settings
         self.transport = transport or HalfCloseableTransport(peerAddress=PEER)
         protocol = self.factory.buildProtocol(PEER)
