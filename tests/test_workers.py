@@ -1,0 +1,479 @@
+"""
+Tests for `hellotcp.workers`: the supervisor on a fake process reactor,
+and ``twist hellotcp --workers 2`` as users run it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IProcessProtocol
+from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import eventAsText, eventsFromJSONLogFile
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from hellotcp.certs import issue, writeIssued
+from hellotcp.workers import (
+    FIRST_LISTENER_DESCRIPTOR,
+    WORKER_VARIABLE,
+    WorkerCommand,
+    WorkerLogStamp,
+    WorkerSupervisor,
+    openListener,
+    workerCount,
+)
+
+from .test_commands import CommandTestCase, command, freePort
+from .test_loopback import TIMEOUT, classicClient, connect, inThread, readToEnd
+from .test_metrics import expires, scrape
+from .test_tls_interop import pki, verifiedClient
+
+
+class FakeProcess:
+    """
+    A spawned process that records the signals sent to it.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.signals: list[int] = []
+
+    def signalProcess(self, number: int) -> None:
+        """
+        Record ``number``.
+        """
+        self.signals.append(number)
+
+
+class ProcessReactor(MemoryReactorClock):
+    """
+    A memory reactor that records the processes it is asked to start.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned: list[dict[str, Any]] = []
+
+    def spawnProcess(
+        self,
+        processProtocol: IProcessProtocol,
+        executable: str,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        path: str | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        usePTY: bool = False,
+        childFDs: dict[int, int | str] | None = None,
+    ) -> FakeProcess:
+        """
+        Record the process and hand back a fake one.
+        """
+        process = FakeProcess(1000 + len(self.spawned))
+        self.spawned.append(
+            {
+                "protocol": processProtocol,
+                "args": list(args),
+                "env": env or {},
+                "childFDs": childFDs or {},
+                "process": process,
+            }
+        )
+        return process
+
+    def end(self, index: int, status: int = 1) -> None:
+        """
+        End the ``index``th process spawned with exit status ``status``.
+        """
+        reason = ProcessDone(0) if status == 0 else ProcessTerminated(exitCode=status)
+        self.spawned[index]["protocol"].processEnded(Failure(reason))
+
+
+def listeningPort(descriptor: int) -> tuple[int, bool]:
+    """
+    The port a listening socket is bound to and whether it has SO_REUSEPORT.
+    """
+    probe = socket.socket(fileno=os.dup(descriptor))
+    try:
+        reuse = probe.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+        return probe.getsockname()[1], bool(reuse)
+    finally:
+        probe.close()
+
+
+class SupervisorTests(SynchronousTestCase):
+    """
+    `WorkerSupervisor` starts, restarts, signals and stops its workers.
+    """
+
+    def supervisor(
+        self, count: int = 2, listeners: Sequence[str] = ("tcp:0:interface=127.0.0.1",)
+    ) -> tuple[WorkerSupervisor, ProcessReactor, list[int]]:
+        """
+        A started supervisor on a fake reactor, with real sockets.
+
+        :returns: It, its reactor, and the pids it reported as exited.
+        """
+        fake = ProcessReactor()
+        exited: list[int] = []
+        supervisor = WorkerSupervisor(
+            fake,
+            count,
+            listeners,
+            WorkerCommand(["-m", "twisted", "hellotcp"], {"EXTRA": "1"}),
+            shutdownTimeout=5,
+            handleSignals=False,
+            onWorkerExit=exited.append,
+        )
+        supervisor.startService()
+        self.addCleanup(supervisor._closeListeners)
+        return supervisor, fake, exited
+
+    def test_eachWorkerItsOwnSocketOnOnePort(self) -> None:
+        """
+        Each worker runs the command with its number in the environment and
+        its own SO_REUSEPORT socket, all on one port, as descriptor 3.
+        """
+        supervisor, fake, _ = self.supervisor(count=3)
+        self.assertEqual(len(fake.spawned), 3)
+        descriptors = set()
+        ports = set()
+        for number, spawned in enumerate(fake.spawned, start=1):
+            self.assertEqual(spawned["args"][1:], ["-m", "twisted", "hellotcp"])
+            self.assertEqual(spawned["env"][WORKER_VARIABLE], str(number))
+            self.assertEqual(spawned["env"]["EXTRA"], "1")
+            self.assertEqual(spawned["childFDs"][1], 1)
+            descriptor = spawned["childFDs"][FIRST_LISTENER_DESCRIPTOR]
+            descriptors.add(descriptor)
+            port, reuse = listeningPort(descriptor)
+            self.assertTrue(reuse)
+            ports.add(port)
+        self.assertEqual(len(descriptors), 3)
+        self.assertEqual(len(ports), 1)
+        self.assertEqual(sorted(supervisor.processes), [1, 2, 3])
+
+    def test_sharedSocket(self) -> None:
+        """
+        A UNIX socket is opened once and shared by every worker; the parent
+        never accepts on it.
+        """
+        path = os.path.join(tempfile.mkdtemp(), "hello.sock")
+        listener = openListener(reactor, f"unix:{path}", 2)
+        self.addCleanup(listener.close)
+        self.assertEqual(len(listener.descriptors), 1)
+        self.assertEqual(listener.descriptorFor(1), listener.descriptorFor(2))
+
+    def test_restartWithBackOff(self) -> None:
+        """
+        A worker that dies young is started again after a pause that doubles
+        each time; one that ran a while is started again at once.  Each exit
+        is reported.
+        """
+        supervisor, fake, exited = self.supervisor()
+        fake.end(0)
+        self.assertEqual(exited, [1000])
+        self.assertEqual(len(fake.spawned), 2)
+        fake.advance(0.49)
+        self.assertEqual(len(fake.spawned), 2)
+        fake.advance(0.01)
+        self.assertEqual(len(fake.spawned), 3)
+        self.assertEqual(fake.spawned[2]["env"][WORKER_VARIABLE], "1")
+        fake.end(2)
+        fake.advance(0.99)
+        self.assertEqual(len(fake.spawned), 3)
+        fake.advance(0.01)
+        self.assertEqual(len(fake.spawned), 4)
+        fake.advance(60)
+        fake.end(3)
+        self.assertEqual(len(fake.spawned), 4)
+        fake.advance(0)
+        self.assertEqual(len(fake.spawned), 5)
+        self.assertEqual(len(supervisor.processes), 2)
+
+    def test_stop(self) -> None:
+        """
+        Stopping closes the parent's sockets, sends SIGTERM to every worker,
+        and fires once all have exited; none is started again.
+        """
+        supervisor, fake, _ = self.supervisor()
+        port, _ = listeningPort(fake.spawned[0]["childFDs"][FIRST_LISTENER_DESCRIPTOR])
+        stopped = supervisor.stopService()
+        for spawned in fake.spawned:
+            self.assertEqual(spawned["process"].signals, [signal.SIGTERM])
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT).close()
+        fake.end(0, 0)
+        self.assertNoResult(stopped)
+        fake.end(1, 0)
+        self.successResultOf(stopped)
+        fake.advance(60)
+        self.assertEqual(len(fake.spawned), 2)
+
+    def test_killAfterTimeout(self) -> None:
+        """
+        A worker still running after the shutdown timeout and a margin is
+        killed.
+        """
+        supervisor, fake, _ = self.supervisor(count=1)
+        supervisor.stopService()
+        fake.advance(10)
+        self.assertEqual(
+            fake.spawned[0]["process"].signals, [signal.SIGTERM, signal.SIGKILL]
+        )
+
+    def test_signals(self) -> None:
+        """
+        SIGHUP is passed on; SIGTERM stops the reactor (which stops the
+        service); a second SIGTERM is passed on at once.
+        """
+        supervisor, fake, _ = self.supervisor()
+        supervisor._signalled(signal.SIGHUP)
+        self.assertEqual(fake.spawned[0]["process"].signals, [signal.SIGHUP])
+        supervisor._signalled(signal.SIGTERM)
+        self.assertTrue(fake.hasStopped)
+        supervisor.stopService()
+        supervisor._signalled(signal.SIGINT)
+        self.assertEqual(
+            fake.spawned[1]["process"].signals,
+            [signal.SIGHUP, signal.SIGTERM, signal.SIGTERM],
+        )
+
+    def test_portInUse(self) -> None:
+        """
+        A port in use stops the start with one line, and nothing is spawned.
+        """
+        taken = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(taken.close)
+        port = taken.getsockname()[1]
+        fake = ProcessReactor()
+        supervisor = WorkerSupervisor(
+            fake,
+            2,
+            [f"tcp:{port}:interface=127.0.0.1"],
+            WorkerCommand([]),
+            shutdownTimeout=5,
+            handleSignals=False,
+        )
+        with self.assertRaises(SystemExit) as raised:
+            supervisor.startService()
+        self.assertEqual(
+            str(raised.exception.code),
+            f"hellotcp: error: cannot listen on tcp:{port}:interface=127.0.0.1: "
+            "Address already in use",
+        )
+        self.assertEqual(fake.spawned, [])
+
+
+class WorkerCountTests(SynchronousTestCase):
+    """
+    `workerCount` parses ``--workers``.
+    """
+
+    def test_values(self) -> None:
+        """
+        A number, or auto for the cores this process may use.
+        """
+        self.assertEqual(workerCount("3"), 3)
+        self.assertEqual(workerCount("auto"), len(os.sched_getaffinity(0)))
+
+
+class LogStampTests(SynchronousTestCase):
+    """
+    `WorkerLogStamp` names the worker in every event.
+    """
+
+    def test_stamp(self) -> None:
+        """
+        A ``worker`` field, and the worker in the text log's brackets, in
+        front of the namespace and level or of an existing system.
+        """
+        from twisted.logger import LogLevel
+
+        stamp = WorkerLogStamp(2)
+        event: dict[str, Any] = {
+            "log_namespace": "hellotcp.protocol",
+            "log_level": LogLevel.info,
+            "log_format": "greeted",
+        }
+        stamp(event)
+        self.assertEqual(event["worker"], 2)
+        self.assertIn("[worker-2 hellotcp.protocol#info] greeted", eventAsText(event))
+        legacy: dict[str, Any] = {"log_system": "-", "log_format": "x"}
+        stamp(legacy)
+        self.assertEqual(legacy["log_system"], "worker-2 -")
+
+
+def logEvents(path: str) -> list[dict[str, Any]]:
+    """
+    The events of a JSON log file so far.
+    """
+    with open(path) as lines:
+        return [dict(event) for event in eventsFromJSONLogFile(lines)]
+
+
+class WorkersCommandTests(CommandTestCase):
+    """
+    ``twist hellotcp --workers 2``, in real processes.
+    """
+
+    async def startWorkers(self, *extra: str) -> tuple[Any, int, str]:
+        """
+        Start two workers with a JSON log.
+
+        :returns: The parent process, the port and the log's path.
+        """
+        port = freePort()
+        log = os.path.join(self.folder, "hellotcp.log")
+        server = await self.startServer(
+            [
+                command("twist"),
+                "--log-format=json",
+                f"--log-file={log}",
+                "hellotcp",
+                "--workers",
+                "2",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                *extra,
+            ],
+            port,
+        )
+        return server, port, log
+
+    async def waitForLog(self, log: str, test: Any, what: str) -> list[dict[str, Any]]:
+        """
+        Wait (10 s at most) until the log holds events that pass ``test``.
+        """
+        for _ in range(200):
+            found = [event for event in logEvents(log) if test(event)]
+            if found:
+                return found
+            await deferLater(reactor, 0.05)
+        self.fail(f"never logged: {what}")
+
+    async def test_workersShareThePort(self) -> None:
+        """
+        Both workers answer on the one port, each log line names its worker,
+        and the parent's ``/metrics`` is the sum over both.
+        """
+        metricsPort = freePort()
+        server, port, log = await self.startWorkers(
+            "--metrics", f"tcp:{metricsPort}:interface=127.0.0.1"
+        )
+        clients = 40
+        answers = await inThread(
+            lambda: [classicClient(port)[0] for _ in range(clients)]
+        )
+        self.assertEqual(answers, [b"Hello, client!"] * clients)
+        greeted: list[dict[str, Any]] = []
+        for _ in range(200):
+            greeted = [e for e in logEvents(log) if e.get("bytes") == 14]
+            if len(greeted) == clients:
+                break
+            await deferLater(reactor, 0.05)
+        self.assertEqual(len(greeted), clients)
+        self.assertEqual({event["worker"] for event in greeted}, {1, 2})
+        figures = await scrape(metricsPort)
+        # The readiness probe's connection was greeted too, with no message.
+        self.assertEqual(
+            figures[("hellotcp_exchanges_total", (("outcome", "greeted"),))],
+            clients + 1,
+        )
+        self.assertEqual(figures[("hellotcp_received_bytes_total", ())], clients * 14)
+        server.transport.signalProcess("TERM")
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+
+    async def test_restartAndDrain(self) -> None:
+        """
+        A killed worker is started again; on SIGTERM an exchange in flight
+        is answered, every worker exits, and the parent exits 0.
+        """
+        server, port, log = await self.startWorkers("--message-gap", "1")
+        started = await self.waitForLog(
+            log, lambda e: "pid" in e and e.get("worker") == 1, "worker 1 started"
+        )
+        first = started[0]["pid"]
+        os.kill(first, signal.SIGKILL)
+        restarted = await self.waitForLog(
+            log,
+            lambda e: "pid" in e and e.get("worker") == 1 and e["pid"] != first,
+            "worker 1 started again",
+        )
+        second = restarted[-1]["pid"]
+        workers = {second} | {
+            e["pid"] for e in logEvents(log) if "pid" in e and e.get("worker") == 2
+        }
+        deaths = [e for e in logEvents(log) if e.get("status")]
+        self.assertEqual(
+            [(e["worker"], e["pid"], e["status"]) for e in deaths],
+            [(1, first, "was killed by SIGKILL")],
+        )
+        # Each one waits out the one-second message gap.
+        answers = await inThread(lambda: [classicClient(port)[0] for _ in range(2)])
+        self.assertEqual(answers, [b"Hello, client!"] * 2)
+
+        sock = await inThread(connect, port)
+        self.addCleanup(sock.close)
+        sock.sendall(b"in flight")
+        await deferLater(reactor, 0.3)
+        server.transport.signalProcess("TERM")
+        self.assertEqual(await inThread(readToEnd, sock), b"Hello, client!")
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+        for pid in workers:
+            with self.assertRaises(ProcessLookupError):
+                os.kill(pid, 0)
+
+    async def test_reloadEveryWorker(self) -> None:
+        """
+        SIGHUP to the parent makes every worker read its TLS files again:
+        both log it, and the expiry on ``/metrics`` is the new certificate's.
+        """
+        names = ["localhost", "127.0.0.1"]
+        first = issue(pki().authority, "localhost", names, days=90)
+        certificate, key = writeIssued(self.folder, "server", first)
+        secure, metricsPort = freePort(), freePort()
+        server, _, log = await self.startWorkers(
+            "--tls-listen",
+            f"tcp:{secure}:interface=127.0.0.1",
+            "--certificate",
+            certificate,
+            "--private-key",
+            key,
+            "--metrics",
+            f"tcp:{metricsPort}:interface=127.0.0.1",
+        )
+        status, out, _ = await self.runCommand(
+            [command("hellotcp-client"), *verifiedClient(secure)]
+        )
+        self.assertEqual((status, out), (0, "Hello, client!\n"))
+        expiry = ("hellotcp_tls_certificate_expiry_timestamp_seconds", ())
+        # Each worker shows its certificate once it has started.
+        await self.waitForLog(
+            log,
+            lambda e: e.get("worker") == 2 and "Starting reactor" in str(e),
+            "worker 2 running",
+        )
+        self.assertEqual((await scrape(metricsPort))[expiry], expires(first))
+
+        later = issue(pki().authority, "localhost", names, days=30)
+        writeIssued(self.folder, "server", later)
+        server.transport.signalProcess("HUP")
+        reloads: list[dict[str, Any]] = []
+        for _ in range(200):
+            reloads = [e for e in logEvents(log) if e.get("outcome") == "reloaded"]
+            if len(reloads) == 2:
+                break
+            await deferLater(reactor, 0.05)
+        self.assertEqual(sorted(e["worker"] for e in reloads), [1, 2])
+        self.assertEqual((await scrape(metricsPort))[expiry], expires(later))
+        server.transport.signalProcess("TERM")
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
