@@ -69,10 +69,11 @@ class Server:
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
+    cpus: set[int] = field(default_factory=serverCPU)
 
     def start(self, folder: str, attempts: int = 5) -> None:
         """
-        Start it pinned to the servers' CPU, and wait until it accepts; on a
+        Start it pinned to its CPUs, and wait until it accepts; on a
         port taken in the meantime, try again on another.
         """
         for attempt in range(attempts):
@@ -94,7 +95,7 @@ class Server:
                 cwd=folder,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
-                preexec_fn=lambda: os.sched_setaffinity(0, serverCPU()),
+                preexec_fn=lambda: os.sched_setaffinity(0, self.cpus),
             )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and self.process.poll() is None:
@@ -176,11 +177,16 @@ def servers(pki: str, idle: bool = False) -> list[Server]:
     certificate, key = f"{pki}/server.pem", f"{pki}/server-key.pem"
     result = []
     for tls in (False, True):
-        for name, extra in (
-            ("hellotcp", []),
-            ("hellotcp (warn)", ["--log-level=warn"]),
+        for name, extra, options in (
+            ("hellotcp", [], []),
+            ("hellotcp (warn)", ["--log-level=warn"], []),
+            (
+                "hellotcp (metrics)",
+                [],
+                ["--metrics", f"tcp:{freePort()}:interface=127.0.0.1"],
+            ),
         ):
-            if idle and extra:
+            if idle and (extra or options):
                 continue
             port = freePort()
             listen = (
@@ -201,6 +207,7 @@ def servers(pki: str, idle: bool = False) -> list[Server]:
                 *extra,
                 "hellotcp",
                 *listen,
+                *options,
                 *(["--timeout", "120"] if idle else []),
             ]
             result.append(Server(name, tls, argv, port=port))
@@ -418,6 +425,10 @@ def ratios(runs: list[Run]) -> list[dict[str, Any]]:
         ("hellotcp", "twisted minimal", True, 1.1),
         ("hellotcp (warn)", "twisted minimal", True, 1.1),
         ("hellotcp", "asyncio minimal", True, None),
+        ("hellotcp (metrics)", "twisted minimal", False, 1.6),
+        ("hellotcp (metrics)", "twisted minimal", True, 1.1),
+        ("hellotcp (metrics)", "hellotcp", False, None),
+        ("hellotcp (metrics)", "hellotcp", True, None),
     ]
     result = []
     repetitions = sorted({r.repetition for r in runs})

@@ -273,9 +273,19 @@ class TwistTests(CommandTestCase):
             ("--message-gap", "0.04"),
             ("--max-connections-per-peer", "2000"),
             ("--deadline", "30"),
+            ("--workers", "1"),
         ]:
             self.assertIn(option, text)
             self.assertIn(f"[default: {default}]", text)
+        # Every option is in the tables of the README and the operations page.
+        options = {word.split("=")[0] for word in text.split() if word.startswith("--")}
+        options -= {"--help", "--version"}
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        for page in ("README.md", os.path.join("docs", "operations.md")):
+            with open(os.path.join(root, page)) as read:
+                documented = read.read()
+            for option in options:
+                self.assertIn(f"| `{option}`", documented, f"{option} in {page}")
 
 
 class TwistdTests(CommandTestCase):
