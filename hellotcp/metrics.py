@@ -81,6 +81,12 @@ class ServerMetrics:
         :param tlsFailure: Why the TLS handshake failed, if it did.
         """
 
+    def withdrawn(self) -> None:
+        """
+        An admitted connection was refused after all: behind PROXY, its real
+        client turned out to be over the per-address limit.
+        """
+
     def certificateExpires(self, timestamp: float) -> None:
         """
         The TLS certificate now served expires at ``timestamp`` (seconds
@@ -208,6 +214,14 @@ class PrometheusMetrics(ServerMetrics):
         self._duration.observe(duration)
         if tlsFailure is not None:
             self._tlsFailures.labels(tlsFailure).inc()
+
+    def withdrawn(self) -> None:
+        """
+        Count an admitted connection refused late as an exchange whose
+        outcome is ``refused``; it is no longer open.
+        """
+        self._exchanges.labels("refused").inc()
+        self._active.dec()
 
     def certificateExpires(self, timestamp: float) -> None:
         """

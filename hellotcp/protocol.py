@@ -534,8 +534,7 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
         if peer is not None and self.connections.count(peer) > limit:
             if not self._evict(peer):
                 self.connections.remove(protocol)
-                # Admitted and counted as open when it connected.
-                self.metrics.ended("refused", 0, 0, 0.0, None)
+                self.metrics.withdrawn()
                 self._refuse(
                     protocol.transport.getPeer(), "max-connections-per-peer", limit
                 )

@@ -6,6 +6,8 @@ to a running service.
 
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
 import sys
 import tempfile
@@ -222,6 +224,11 @@ class Options(OneLineErrorOptions):
         self["tls"] = self._loadTLS()
         if not self["listen"] and not self["tls-listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        if thisWorker() is not None:
+            # The parent checked the endpoints and opened the sockets a worker
+            # adopts (and a systemd: endpoint's descriptors are not the
+            # worker's to parse).
+            return
         for option in ("listen", "tls-listen"):
             for description in self[option]:
                 if self["workers"] > 1:
@@ -355,6 +362,8 @@ def _supervisor(config: Options) -> WorkerSupervisor:
     directory: str | None = None
     if config["metrics"] is not None:
         directory = tempfile.mkdtemp(prefix="hellotcp-metrics-")
+        # Removed at exit, however the parent stops (a port in use included).
+        atexit.register(shutil.rmtree, directory, True)
         environment = metrics.workerEnvironment(directory)
     twistArguments, logDescriptor = _loggingOfWorkers(config)
     command = WorkerCommand(
@@ -371,10 +380,6 @@ def _supervisor(config: Options) -> WorkerSupervisor:
         if directory is not None:
             metrics.forgetWorker(pid, directory)
 
-    def cleanUp() -> None:
-        if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)
-
     supervisor = WorkerSupervisor(
         config.reactor,  # type: ignore[arg-type]
         config["workers"],
@@ -382,7 +387,6 @@ def _supervisor(config: Options) -> WorkerSupervisor:
         command,
         config["shutdown-timeout"],
         onWorkerExit=forget,
-        onStopped=cleanUp,
     )
     if directory is not None:
         site = metrics.metricsSite(metrics.workersRegistry(directory))
@@ -404,6 +408,14 @@ def _loggingOfWorkers(config: Options) -> tuple[list[str], int]:
             f"--log-format={parent['logFormat']}",
             f"--log-level={parent['logLevel'].name}",
         ]
+        if parent.get("reactorName", "default") != "default":
+            arguments.append(f"--reactor={parent['reactorName']}")
         return arguments, parent["logFile"].fileno()
-    logfile = parent.get("logfile")  # twistd
-    return ([f"--log-file={logfile}"] if logfile and logfile != "-" else []), 1
+    # twistd: text, to its log file (twistd.log when it daemonizes).
+    logfile = parent.get("logfile") or (
+        None if parent.get("nodaemon") else "twistd.log"
+    )
+    arguments = ["--log-format=text"]
+    if logfile and logfile != "-":
+        arguments.append(f"--log-file={os.path.abspath(logfile)}")
+    return arguments, 1

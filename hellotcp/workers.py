@@ -4,10 +4,10 @@ Several worker processes serving the same listeners: ``--workers N``.
 
 The parent opens every listening socket, then starts N copies of the same
 ``twist hellotcp`` command, each handed its sockets as inherited file
-descriptors that it adopts (Twisted's ``adoptStreamPort``).  On Linux and
-the BSDs each worker gets its own socket on the shared port
-(``SO_REUSEPORT``), so the kernel spreads new connections evenly and the
-workers do not wake each other; elsewhere, and for UNIX and systemd
+descriptors that it adopts (Twisted's ``adoptStreamPort``).  On Linux each
+worker gets its own TCP socket on the shared port (``SO_REUSEPORT``), so
+the kernel spreads new connections evenly and the workers do not wake each
+other; elsewhere, and for UNIX and systemd
 sockets, the workers share one socket.
 
 The parent accepts nothing.  It keeps its copies of the sockets while it
@@ -72,6 +72,11 @@ LONGEST_PAUSE = 30.0
 # After SIGTERM, workers get the shutdown timeout plus this to exit by
 # themselves before they are killed.
 _KILL_MARGIN = 5.0
+
+# Where several SO_REUSEPORT sockets on one port share its connections out
+# (Linux 3.9 and later); elsewhere the option lets the last socket bound take
+# them all, and the workers share one socket instead.
+_REUSEPORT_BALANCES = sys.platform.startswith("linux")
 
 # Endpoint types whose listening socket a worker can adopt as it is: the
 # TLS of --tls-listen and the PROXY protocol of haproxy: are added by each
@@ -209,6 +214,9 @@ class _Listener:
     close: Callable[[], object]
 
     def descriptorFor(self, worker: int) -> int:
+        """
+        The descriptor worker number ``worker`` (from 1) adopts.
+        """
         return self.descriptors[(worker - 1) % len(self.descriptors)]
 
 
@@ -255,8 +263,8 @@ def openListener(reactor: object, endpointDescription: str, count: int) -> _List
         prefix, and with its backlog.
     """
     endpoint = serverFromString(reactor, endpointDescription)
-    if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)) and hasattr(
-        socket, "SO_REUSEPORT"
+    if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)) and (
+        _REUSEPORT_BALANCES
     ):
         # Twisted's TCP endpoints have no SO_REUSEPORT option and no public
         # accessors; their parsed settings are read here.
@@ -332,7 +340,6 @@ class WorkerSupervisor(MultiService):
         prefix), in the order the workers adopt them.
     :param onWorkerExit: Called with the process id of each worker that
         exits.
-    :param onStopped: Called once every worker has exited on stop.
     """
 
     def __init__(
@@ -344,7 +351,6 @@ class WorkerSupervisor(MultiService):
         shutdownTimeout: float,
         handleSignals: bool = True,
         onWorkerExit: Callable[[int], object] | None = None,
-        onStopped: Callable[[], object] | None = None,
     ) -> None:
         MultiService.__init__(self)
         self.count = count
@@ -355,7 +361,6 @@ class WorkerSupervisor(MultiService):
         self._shutdownTimeout = shutdownTimeout
         self._handleSignals = handleSignals
         self._onWorkerExit = onWorkerExit
-        self._onStopped = onStopped
         self._listeners: list[_Listener] = []
         self._protocols: dict[int, _WorkerProcess] = {}
         self._youngDeaths: dict[int, int] = {}
@@ -478,8 +483,6 @@ class WorkerSupervisor(MultiService):
                 kill.cancel()
             if self._devnull is not None:
                 self._devnull.close()
-            if self._onStopped is not None:
-                self._onStopped()
             stopped = MultiService.stopService(self)
             return stopped
 

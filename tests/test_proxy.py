@@ -4,6 +4,7 @@ Tests for `hellotcp._proxy`: the PROXY protocol in front of the greeter.
 
 from __future__ import annotations
 
+from prometheus_client import CollectorRegistry
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -11,6 +12,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from hellotcp._proxy import ProxyFactory
+from hellotcp.metrics import PrometheusMetrics
 from hellotcp.protocol import DEFAULT_GREETING, HelloServerFactory, ServerSettings
 
 from .test_protocol import HalfCloseableTransport, captureLogs
@@ -74,7 +76,12 @@ class ProxyFactoryTests(SynchronousTestCase):
         connection from one client is refused at its first bytes, one from
         another client is served.
         """
-        factory = HelloServerFactory(ServerSettings(maxConnectionsPerPeer=1), Clock())
+        registry = CollectorRegistry()
+        factory = HelloServerFactory(
+            ServerSettings(maxConnectionsPerPeer=1),
+            Clock(),
+            metrics=PrometheusMetrics(registry),
+        )
         proxy = ProxyFactory(factory)
         for client, served in [
             ("192.0.2.1", True),
@@ -89,3 +96,15 @@ class ProxyFactoryTests(SynchronousTestCase):
         self.assertEqual(factory.connections.count("127.0.0.1"), 0)
         [refusal] = [e for e in self.events if e.get("outcome") == "refused"]
         self.assertEqual(refusal["peer"], "192.0.2.1:1234")
+        # Admitted at first, then refused: counted once each way, not open.
+        for name, labels, value in [
+            ("hellotcp_connections_accepted_total", {}, 3),
+            ("hellotcp_exchanges_total", {"outcome": "refused"}, 1),
+            (
+                "hellotcp_connections_refused_total",
+                {"reason": "max-connections-per-peer"},
+                1,
+            ),
+            ("hellotcp_connections_active", {}, 2),
+        ]:
+            self.assertEqual(registry.get_sample_value(name, labels), value, name)

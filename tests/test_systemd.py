@@ -37,6 +37,20 @@ class SocketActivationTests(CommandTestCase):
         The server greets on the socket it was handed (it never binds one),
         and exits 0 on SIGTERM.
         """
+        await self.activate()
+
+    async def test_inheritedSocketSharedByWorkers(self) -> None:
+        """
+        With ``--workers 2`` the parent adopts the socket and both workers
+        serve it.
+        """
+        await self.activate("--workers", "2")
+
+    async def activate(self, *extra: str) -> None:
+        """
+        Start ``twist hellotcp`` as systemd would on an inherited socket,
+        greet it five times, and stop it with SIGTERM.
+        """
         listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
         self.addCleanup(listener.close)
         port = listener.getsockname()[1]
@@ -52,6 +66,7 @@ class SocketActivationTests(CommandTestCase):
                 "hellotcp",
                 "--listen",
                 "systemd:domain=INET:index=0",
+                *extra,
             ],
             env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
             path=self.folder,
@@ -63,7 +78,11 @@ class SocketActivationTests(CommandTestCase):
                 transport.signalProcess("KILL")
 
         self.addCleanup(kill)
-        answer, _ = await inThread(classicClient, port)
-        self.assertEqual(answer, b"Hello, client!")
+        # Only the server holds the socket from here on.
+        listener.close()
+        for _ in range(5):
+            answer, _ = await inThread(classicClient, port)
+            self.assertEqual(answer, b"Hello, client!")
         transport.signalProcess("TERM")
         self.assertEqual(await process.ended.addTimeout(TIMEOUT, reactor), 0)
+        self.assertNotIn(b"error", process.out + process.err)

@@ -477,3 +477,34 @@ class WorkersCommandTests(CommandTestCase):
         self.assertEqual((await scrape(metricsPort))[expiry], expires(later))
         server.transport.signalProcess("TERM")
         self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+
+    async def test_twistd(self) -> None:
+        """
+        Under ``twistd``, the workers log to its log file, in text, each line
+        naming its worker, and SIGTERM stops them all with exit status 0.
+        """
+        port = freePort()
+        log = os.path.join(self.folder, "twistd.log")
+        server = await self.startServer(
+            [
+                command("twistd"),
+                "--nodaemon",
+                "--pidfile=",
+                f"--logfile={log}",
+                "hellotcp",
+                "--workers",
+                "2",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+            ],
+            port,
+        )
+        answers = await inThread(lambda: [classicClient(port)[0] for _ in range(10)])
+        self.assertEqual(answers, [b"Hello, client!"] * 10)
+        server.transport.signalProcess("TERM")  # type: ignore[union-attr]
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+        with open(log) as lines:
+            greetings = [line for line in lines if "greeted: Hello, server!" in line]
+        self.assertEqual(len(greetings), 10)
+        for line in greetings:
+            self.assertRegex(line, r"\[worker-[12] hellotcp\.protocol#info\]")
