@@ -166,6 +166,23 @@ def listenOverflows() -> int:
     return 0
 
 
+def listenArguments(port: int, pki: str | None) -> list[str]:
+    """
+    ``twist hellotcp`` arguments to listen on 127.0.0.1:``port``, with TLS
+    from the files in ``pki`` if given.
+    """
+    if pki is None:
+        return ["--listen", f"tcp:{port}:interface=127.0.0.1"]
+    return [
+        "--tls-listen",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--certificate",
+        f"{pki}/server.pem",
+        "--private-key",
+        f"{pki}/server-key.pem",
+    ]
+
+
 def servers(pki: str, idle: bool = False) -> list[Server]:
     """
     Every server of the comparison, plain and TLS.
@@ -189,18 +206,7 @@ def servers(pki: str, idle: bool = False) -> list[Server]:
             if idle and (extra or options):
                 continue
             port = freePort()
-            listen = (
-                [
-                    "--tls-listen",
-                    f"tcp:{port}:interface=127.0.0.1",
-                    "--certificate",
-                    certificate,
-                    "--private-key",
-                    key,
-                ]
-                if tls
-                else ["--listen", f"tcp:{port}:interface=127.0.0.1"]
-            )
+            listen = listenArguments(port, pki if tls else None)
             argv = [
                 f"{BIN}/twist",
                 "--log-file=hellotcp.log",

@@ -32,7 +32,16 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from run import BIN, HERE, Server, clientContext, freePort, load, machine
+from run import (
+    BIN,
+    HERE,
+    Server,
+    clientContext,
+    freePort,
+    listenArguments,
+    load,
+    machine,
+)
 
 CONCURRENCY = 64
 
@@ -105,25 +114,13 @@ def measure(
     ``loadCPUs``.
     """
     port = freePort()
-    listen = (
-        [
-            "--tls-listen",
-            f"tcp:{port}:interface=127.0.0.1",
-            "--certificate",
-            f"{pki}/server.pem",
-            "--private-key",
-            f"{pki}/server-key.pem",
-        ]
-        if tls
-        else ["--listen", f"tcp:{port}:interface=127.0.0.1"]
-    )
     argv = [
         f"{BIN}/twist",
         "--log-file=hellotcp.log",
         "hellotcp",
         "--workers",
         str(workers),
-        *listen,
+        *listenArguments(port, pki if tls else None),
     ]
     server = Server(f"{workers} workers", tls, argv, port=port, cpus=serverCPUs)
     server.start(folder)

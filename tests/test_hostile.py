@@ -35,6 +35,7 @@ from hellotcp.tls import clientTLS
 from .pki import PKI
 from .test_commands import CommandTestCase, Process, command, freePort
 from .test_loopback import TIMEOUT, inThread
+from .test_tls_interop import tlsListen
 
 GREETING = b"Hello, client!"
 FIGURES = "reliability-figures.jsonl"
@@ -172,14 +173,7 @@ class HostileTestCase(CommandTestCase):
         port = freePort()
         listen = ["--listen", f"tcp:{port}:interface=127.0.0.1"]
         if tls is not None:
-            listen = [
-                "--tls-listen",
-                f"tcp:{port}:interface=127.0.0.1",
-                "--certificate",
-                tls.server[0],
-                "--private-key",
-                tls.server[1],
-            ]
+            listen = tlsListen(port, *tls.server)
         self.log = os.path.join(self.folder, "server.log")
         self.server: Process = await self.startServer(
             [

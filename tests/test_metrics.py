@@ -24,7 +24,7 @@ from hellotcp.protocol import HelloServerFactory, ServerSettings
 from .test_commands import CommandTestCase, command, freePort
 from .test_loopback import TIMEOUT, classicClient, inThread
 from .test_protocol import PEER, HalfCloseableTransport, ServerHarness
-from .test_tls_interop import pki
+from .test_tls_interop import pki, tlsListen
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -198,12 +198,7 @@ class ScrapeTests(CommandTestCase):
                 "hellotcp",
                 "--listen",
                 f"tcp:{plain}:interface=127.0.0.1",
-                "--tls-listen",
-                f"tcp:{secure}:interface=127.0.0.1",
-                "--certificate",
-                certificate,
-                "--private-key",
-                key,
+                *tlsListen(secure, certificate, key),
                 "--metrics",
                 f"tcp:{metricsPort}:interface=127.0.0.1",
             ],

@@ -17,7 +17,7 @@ from twisted.internet.task import deferLater
 from .pki import PKI
 from .test_commands import CommandTestCase, command, freePort
 from .test_loopback import TIMEOUT
-from .test_tls_interop import verifiedClient
+from .test_tls_interop import tlsListen, verifiedClient
 
 
 class ProbeCommandTests(CommandTestCase):
@@ -38,12 +38,7 @@ class ProbeCommandTests(CommandTestCase):
                 "hellotcp",
                 "--listen",
                 f"tcp:{self.port}:interface=127.0.0.1",
-                "--tls-listen",
-                f"tcp:{self.tlsPort}:interface=127.0.0.1",
-                "--certificate",
-                self.pki.server[0],
-                "--private-key",
-                self.pki.server[1],
+                *tlsListen(self.tlsPort, *self.pki.server),
                 *listen,
             ],
             self.tlsPort,

@@ -344,6 +344,17 @@ class WorkersOptionTests(OneLineErrors):
         ]:
             self.assertOneLineError(argv, expected)
 
+    def test_metricsNeedTheExtra(self) -> None:
+        """
+        Without ``prometheus_client``, ``--metrics`` is one line saying what
+        to install.
+        """
+        self.patch(sys, "modules", {**sys.modules, "prometheus_client": None})
+        self.assertOneLineError(
+            ["--metrics", "tcp:9100"],
+            "--metrics needs prometheus_client: pip install 'hellotcp[metrics]'",
+        )
+
     def test_metricsServed(self) -> None:
         """
         ``--metrics`` serves the page on its endpoint beside the listeners.

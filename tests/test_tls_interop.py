@@ -50,6 +50,20 @@ def pki() -> PKI:
     return _pki
 
 
+def tlsListen(port: int, certificate: str, key: str) -> list[str]:
+    """
+    ``twist hellotcp`` arguments that serve TLS on 127.0.0.1:``port``.
+    """
+    return [
+        "--tls-listen",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--certificate",
+        certificate,
+        "--private-key",
+        key,
+    ]
+
+
 def verifiedClient(port: int, ca: str | None = None) -> list[str]:
     """
     ``hellotcp-client`` arguments for TLS with localhost:``port``, verified
@@ -458,12 +472,7 @@ class TwistTLSTests(CommandTestCase):
                 f"--log-file={log}",
                 "--log-format=text",
                 "hellotcp",
-                "--tls-listen",
-                f"tcp:{port}:interface=127.0.0.1",
-                "--certificate",
-                certificate,
-                "--private-key",
-                key,
+                *tlsListen(port, certificate, key),
                 "--message-gap",
                 "5",
             ],
@@ -532,12 +541,7 @@ class TwistTLSTests(CommandTestCase):
                 "hellotcp",
                 "--listen",
                 f"tcp:{plain}:interface=127.0.0.1",
-                "--tls-listen",
-                f"tcp:{secure}:interface=127.0.0.1",
-                "--certificate",
-                certificate,
-                "--private-key",
-                key,
+                *tlsListen(secure, certificate, key),
             ],
             secure,
         )

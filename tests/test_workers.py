@@ -35,7 +35,7 @@ from hellotcp.workers import (
 from .test_commands import CommandTestCase, command, freePort
 from .test_loopback import TIMEOUT, classicClient, connect, inThread, readToEnd
 from .test_metrics import expires, scrape
-from .test_tls_interop import pki, verifiedClient
+from .test_tls_interop import pki, tlsListen, verifiedClient
 
 
 class FakeProcess:
@@ -442,12 +442,7 @@ class WorkersCommandTests(CommandTestCase):
         certificate, key = writeIssued(self.folder, "server", first)
         secure, metricsPort = freePort(), freePort()
         server, _, log = await self.startWorkers(
-            "--tls-listen",
-            f"tcp:{secure}:interface=127.0.0.1",
-            "--certificate",
-            certificate,
-            "--private-key",
-            key,
+            *tlsListen(secure, certificate, key),
             "--metrics",
             f"tcp:{metricsPort}:interface=127.0.0.1",
         )
