@@ -1,9 +1,10 @@
 # -*- test-case-name: tests.test_metrics -*-
 """
-What a server counts for Prometheus, and the ``/metrics`` page that shows it.
+What a server counts for Prometheus.
 
 A `HelloServerFactory` reports to a `ServerMetrics`; the default one counts
-nothing and costs one method call per event.  `PrometheusMetrics` counts
+nothing and costs one method call per event.  The page itself is in
+`hellotcp.metricspage`.  `PrometheusMetrics` counts
 with ``prometheus_client`` (the optional ``metrics`` extra).  With several
 workers each one writes its figures to files in a directory shared with the
 parent (``prometheus_client``'s multiprocess mode), and the parent serves
@@ -16,8 +17,6 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from twisted.python import usage
-from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -282,29 +281,3 @@ def forgetWorker(pid: int, directory: str) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(pid, directory)
-
-
-class MetricsSite(Site):
-    """
-    The site of the ``/metrics`` page, which does not log every scrape.
-    """
-
-    noisy = False
-
-    def log(self, request: object) -> None:
-        """
-        Log nothing.
-        """
-
-
-def metricsSite(registry: CollectorRegistry) -> Site:
-    """
-    A web site serving ``registry`` at ``/metrics`` in Prometheus text format
-    (``prometheus_client``'s own Twisted resource).
-    """
-    from prometheus_client.twisted import MetricsResource
-
-    root = Resource()
-    root.putChild(b"metrics", MetricsResource(registry))
-    site: Site = MetricsSite(root)  # type: ignore[no-untyped-call]
-    return site

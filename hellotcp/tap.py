@@ -23,6 +23,7 @@ from twisted.python import usage
 
 from . import metrics
 from ._options import OneLineErrorOptions, number
+from .metricspage import metricsSite
 from .protocol import DEFAULT_GREETING, HelloServerFactory, ServerSettings
 from .service import DEFAULT_BACKLOG, HelloService, raiseFileLimit, withBacklog
 from .tls import CertificateFiles, ReloadableServerTLS, ServerTLSFiles, TLSFileError
@@ -350,7 +351,7 @@ def makeService(config: Options) -> HelloService | WorkerSupervisor:
         counted.certificateExpires(config["tls"].expires)
     if worker is None and isinstance(counted, metrics.PrometheusMetrics):
         assert counted.registry is not None
-        service.serveMetrics(config["metrics"], metrics.metricsSite(counted.registry))
+        service.serveMetrics(config["metrics"], metricsSite(counted.registry))
     return service
 
 
@@ -389,7 +390,7 @@ def _supervisor(config: Options) -> WorkerSupervisor:
         onWorkerExit=forget,
     )
     if directory is not None:
-        site = metrics.metricsSite(metrics.workersRegistry(directory))
+        site = metricsSite(metrics.workersRegistry(directory))
         listener = listenerService(config["metrics"], site, reactor=config.reactor)
         listener.setServiceParent(supervisor)
     return supervisor

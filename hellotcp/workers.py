@@ -27,7 +27,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import IO, Any, cast
+from typing import IO, cast
 
 from attrs import define, field
 from twisted.application.service import MultiService
@@ -42,6 +42,7 @@ from twisted.internet.error import ProcessDone
 from twisted.internet.interfaces import (
     IDelayedCall,
     IListeningPort,
+    IProcessTransport,
     IReactorCore,
     IReactorFromThreads,
     IReactorProcess,
@@ -354,7 +355,7 @@ class WorkerSupervisor(MultiService):
     ) -> None:
         MultiService.__init__(self)
         self.count = count
-        self.processes: dict[int, Any] = {}
+        self.processes: dict[int, IProcessTransport] = {}
         self._reactor = reactor
         self._descriptions = list(listeners)
         self._command = command

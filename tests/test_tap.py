@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import sys
+from unittest import mock
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
@@ -349,11 +350,12 @@ class WorkersOptionTests(OneLineErrors):
         Without ``prometheus_client``, ``--metrics`` is one line saying what
         to install.
         """
-        self.patch(sys, "modules", {**sys.modules, "prometheus_client": None})
-        self.assertOneLineError(
-            ["--metrics", "tcp:9100"],
-            "--metrics needs prometheus_client: pip install 'hellotcp[metrics]'",
-        )
+        # A None entry makes the import fail as if it were not installed.
+        with mock.patch.dict(sys.modules, {"prometheus_client": None}):
+            self.assertOneLineError(
+                ["--metrics", "tcp:9100"],
+                "--metrics needs prometheus_client: pip install 'hellotcp[metrics]'",
+            )
 
     def test_metricsServed(self) -> None:
         """
