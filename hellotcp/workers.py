@@ -7,8 +7,8 @@ The parent opens every listening socket, then starts N copies of the same
 descriptors that it adopts (Twisted's ``adoptStreamPort``).  On Linux each
 worker gets its own TCP socket on the shared port (``SO_REUSEPORT``), so
 the kernel spreads new connections evenly and the workers do not wake each
-other; elsewhere, and for UNIX and systemd
-sockets, the workers share one socket.
+other; elsewhere, and for a socket inherited from systemd, the workers
+share one socket.  Only TCP sockets are served this way (see `_ADOPTABLE`).
 
 The parent accepts nothing.  It keeps its copies of the sockets while it
 runs, so that the connections queued on a dead worker's socket wait for
@@ -38,7 +38,7 @@ from twisted.internet.endpoints import (
     TCP6ServerEndpoint,
     serverFromString,
 )
-from twisted.internet.error import ProcessDone
+from twisted.internet.error import ProcessDone, ProcessExitedAlready
 from twisted.internet.interfaces import (
     IDelayedCall,
     IListeningPort,
@@ -82,7 +82,12 @@ _REUSEPORT_BALANCES = sys.platform.startswith("linux")
 # Endpoint types whose listening socket a worker can adopt as it is: the
 # TLS of --tls-listen and the PROXY protocol of haproxy: are added by each
 # worker around the adopted socket, but an ssl: endpoint's TLS would be lost.
-_ADOPTABLE = frozenset({"tcp", "tcp6", "unix", "systemd"})
+# UNIX sockets are left out: Twisted's port for an adopted UNIX socket sets
+# the file's mode to its own default (undoing mode=) and removes the file
+# when it stops, which would break the parent's socket for the other workers.
+_ADOPTABLE = frozenset({"tcp", "tcp6", "systemd"})
+
+_NOT_ADOPTABLE = "--workers serves TCP: tcp, tcp6 and systemd (INET) endpoints"
 
 
 def workerCount(value: str) -> int:
@@ -116,10 +121,8 @@ def checkAdoptable(option: str, description: str) -> None:
     inner = description.removeprefix("haproxy:")
     kind = inner.partition(":")[0]
     if kind not in _ADOPTABLE:
-        raise usage.UsageError(
-            f"--{option} {description}: --workers serves tcp, tcp6, unix and "
-            "systemd endpoints (use --tls-listen for TLS)"
-        )
+        advice = " (use --tls-listen for TLS)" if kind == "ssl" else ""
+        raise usage.UsageError(f"--{option} {description}: {_NOT_ADOPTABLE}{advice}")
 
 
 def thisWorker() -> int | None:
@@ -244,10 +247,11 @@ def _reusePortSockets(
     return sockets
 
 
-class _NoConnections(Factory):
+class _SharedWithWorkers(Factory):
     """
-    The factory of the parent's own copies of shared sockets, which never
-    accept (the parent does not read them).
+    The factory of the parent's own copy of a socket its workers share: it
+    never builds a protocol, since the parent never reads the socket.  (Its
+    name is what Twisted's "... starting on" line shows.)
     """
 
     noisy = False
@@ -264,6 +268,10 @@ def openListener(reactor: object, endpointDescription: str, count: int) -> _List
         prefix, and with its backlog.
     """
     endpoint = serverFromString(reactor, endpointDescription)
+    if isinstance(endpoint, AdoptedStreamServerEndpoint) and (
+        endpoint.addressFamily == socket.AF_UNIX
+    ):
+        raise ValueError(f"{_NOT_ADOPTABLE}; this inherited socket is a UNIX one")
     if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)) and (
         _REUSEPORT_BALANCES
     ):
@@ -287,7 +295,7 @@ def openListener(reactor: object, endpointDescription: str, count: int) -> _List
                 listening.close()
 
         return _Listener([s.fileno() for s in sockets], closeAll)
-    listened: Deferred[IListeningPort] = endpoint.listen(_NoConnections())
+    listened: Deferred[IListeningPort] = endpoint.listen(_SharedWithWorkers())
     ports: list[IListeningPort] = []
     failures: list[Failure] = []
     listened.addCallbacks(ports.append, failures.append)
@@ -457,7 +465,7 @@ class WorkerSupervisor(MultiService):
         for process in list(self.processes.values()):
             try:
                 process.signalProcess(number)
-            except Exception:  # exited already; processEnded is on its way
+            except ProcessExitedAlready:  # processEnded is on its way
                 pass
 
     def stopService(self) -> Deferred[None]:

@@ -46,14 +46,35 @@ class SocketActivationTests(CommandTestCase):
         """
         await self.activate("--workers", "2")
 
-    async def activate(self, *extra: str) -> None:
+    async def test_inheritedUNIXSocketRefusedWithWorkers(self) -> None:
         """
-        Start ``twist hellotcp`` as systemd would on an inherited socket,
-        greet it five times, and stop it with SIGTERM.
+        A UNIX socket from systemd is refused with ``--workers``, in one line
+        naming the reason, before any worker starts.
         """
-        listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+        path = os.path.join(self.folder, "hellotcp.sock")
+        listener = socket.socket(socket.AF_UNIX)
         self.addCleanup(listener.close)
-        port = listener.getsockname()[1]
+        listener.bind(path)
+        listener.listen()
+        process = self.start(
+            listener,
+            "systemd:domain=UNIX:index=0",
+            "--workers",
+            "2",
+        )
+        status = await process.ended.addTimeout(TIMEOUT, reactor)
+        self.assertOneLine(
+            status,
+            process.err.decode(),
+            "cannot listen on systemd:domain=UNIX:index=0: --workers serves TCP",
+        )
+        self.assertTrue(os.path.exists(path))
+
+    def start(self, listener: socket.socket, *arguments: str) -> Process:
+        """
+        Start ``twist hellotcp`` as systemd would, with ``listener`` as
+        descriptor 3.
+        """
         process = Process()
         transport = reactor.spawnProcess(
             process,
@@ -65,8 +86,7 @@ class SocketActivationTests(CommandTestCase):
                 command("twist"),
                 "hellotcp",
                 "--listen",
-                "systemd:domain=INET:index=0",
-                *extra,
+                *arguments,
             ],
             env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
             path=self.folder,
@@ -78,11 +98,22 @@ class SocketActivationTests(CommandTestCase):
                 transport.signalProcess("KILL")
 
         self.addCleanup(kill)
+        return process
+
+    async def activate(self, *extra: str) -> None:
+        """
+        Start ``twist hellotcp`` as systemd would on an inherited socket,
+        greet it five times, and stop it with SIGTERM.
+        """
+        listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+        self.addCleanup(listener.close)
+        port = listener.getsockname()[1]
+        process = self.start(listener, "systemd:domain=INET:index=0", *extra)
         # Only the server holds the socket from here on.
         listener.close()
         for _ in range(5):
             answer, _ = await inThread(classicClient, port)
             self.assertEqual(answer, b"Hello, client!")
-        transport.signalProcess("TERM")
+        process.transport.signalProcess("TERM")  # type: ignore[union-attr]
         self.assertEqual(await process.ended.addTimeout(TIMEOUT, reactor), 0)
         self.assertNotIn(b"error", process.out + process.err)

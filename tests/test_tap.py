@@ -277,14 +277,14 @@ class WorkersOptionTests(OneLineErrors):
             "--listen",
             "haproxy:tcp:7000",
             "-l",
-            "unix:/tmp/h.sock",
+            "tcp6:7000",
         )
         service = tap.makeService(options)
         assert isinstance(service, WorkerSupervisor)
         self.assertEqual(service.count, 3)
         self.assertEqual(
             service._descriptions,
-            ["tcp:7000:backlog=4096", "unix:/tmp/h.sock:backlog=4096"],
+            ["tcp:7000:backlog=4096", "tcp6:7000:backlog=4096"],
         )
         self.assertEqual(
             service._command.arguments,
@@ -297,7 +297,7 @@ class WorkersOptionTests(OneLineErrors):
                 "--listen",
                 "haproxy:tcp:7000",
                 "-l",
-                "unix:/tmp/h.sock",
+                "tcp6:7000",
             ],
         )
         self.assertEqual(
@@ -334,8 +334,13 @@ class WorkersOptionTests(OneLineErrors):
             (["--workers", "many"], f"{wrongCount}, not 'many'"),
             (
                 ["--workers", "2", "--listen", "ssl:7000:privateKey=k.pem"],
-                "--listen ssl:7000:privateKey=k.pem: --workers serves tcp, tcp6, "
-                "unix and systemd endpoints (use --tls-listen for TLS)",
+                "--listen ssl:7000:privateKey=k.pem: --workers serves TCP: tcp, "
+                "tcp6 and systemd (INET) endpoints (use --tls-listen for TLS)",
+            ),
+            (
+                ["--workers", "2", "--listen", "unix:/run/h.sock"],
+                "--listen unix:/run/h.sock: --workers serves TCP: tcp, tcp6 and "
+                "systemd (INET) endpoints",
             ),
             (
                 ["--metrics", "tcp:notaport"],

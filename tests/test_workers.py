@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ from twisted.logger import eventAsText, eventsFromJSONLogFile
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from hellotcp import workers
 from hellotcp.certs import issue, writeIssued
 from hellotcp.workers import (
     FIRST_LISTENER_DESCRIPTOR,
@@ -163,14 +163,21 @@ class SupervisorTests(SynchronousTestCase):
 
     def test_sharedSocket(self) -> None:
         """
-        A UNIX socket is opened once and shared by every worker; the parent
-        never accepts on it.
+        Where SO_REUSEPORT does not spread connections, a TCP socket is
+        opened once and shared by every worker; the parent never accepts
+        on it.
         """
-        path = os.path.join(tempfile.mkdtemp(), "hello.sock")
-        listener = openListener(reactor, f"unix:{path}", 2)
+        self.patch(workers, "_REUSEPORT_BALANCES", False)
+        listener = openListener(reactor, "tcp:0:interface=127.0.0.1:backlog=5", 2)
         self.addCleanup(listener.close)
         self.assertEqual(len(listener.descriptors), 1)
         self.assertEqual(listener.descriptorFor(1), listener.descriptorFor(2))
+        _, reuse = listeningPort(listener.descriptors[0])
+        self.assertFalse(reuse)
+        self.assertNotIn(
+            listener.descriptors[0],
+            [reader.fileno() for reader in reactor.getReaders()],
+        )
 
     def test_restartWithBackOff(self) -> None:
         """
