@@ -6,6 +6,8 @@ Prometheus scrapes it from a real ``twist hellotcp``, read with
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from OpenSSL import SSL
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
@@ -57,6 +59,20 @@ async def scrape(port: int) -> Samples:
     ).addTimeout(TIMEOUT, reactor)
     body = await readBody(response)
     return samples(body.decode())
+
+
+async def scrapeUntil(port: int, condition: Callable[[Samples], bool]) -> Samples:
+    """
+    Scrape until ``condition`` holds of the figures (5 s at most), since a
+    server counts an exchange when the client has closed, a moment after the
+    client has its answer; the last figures are returned either way.
+    """
+    for _ in range(100):
+        figures = await scrape(port)
+        if condition(figures):
+            break
+        await deferLater(reactor, 0.05)
+    return figures
 
 
 class CountingTests(SynchronousTestCase):
@@ -209,7 +225,10 @@ class ScrapeTests(CommandTestCase):
             self.assertEqual(answer, b"Hello, client!")
         # A plain-text client on the TLS port: a failed handshake.
         await inThread(classicClient, secure)
-        figures = await scrape(metricsPort)
+        figures = await scrapeUntil(
+            metricsPort,
+            lambda f: f.get(("hellotcp_connections_active", ())) == 0,
+        )
         # The readiness probe connected and closed at once: greeted, empty.
         self.assertEqual(
             figures[("hellotcp_exchanges_total", (("outcome", "greeted"),))], 4
@@ -233,11 +252,9 @@ class ScrapeTests(CommandTestCase):
         later = issue(pki().authority, "localhost", names, days=30)
         writeIssued(self.folder, "server", later)
         server.transport.signalProcess("HUP")  # type: ignore[union-attr]
-        for _ in range(100):
-            figures = await scrape(metricsPort)
-            if figures[(expiry, ())] != expires(first):
-                break
-            await deferLater(reactor, 0.05)
+        figures = await scrapeUntil(
+            metricsPort, lambda f: f[(expiry, ())] != expires(first)
+        )
         self.assertEqual(figures[(expiry, ())], expires(later))
         server.transport.signalProcess("TERM")  # type: ignore[union-attr]
         self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)

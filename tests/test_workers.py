@@ -34,7 +34,7 @@ from hellotcp.workers import (
 
 from .test_commands import CommandTestCase, command, freePort
 from .test_loopback import TIMEOUT, classicClient, connect, inThread, readToEnd
-from .test_metrics import expires, scrape
+from .test_metrics import expires, scrape, scrapeUntil
 from .test_tls_interop import pki, tlsListen, verifiedClient
 
 
@@ -476,7 +476,8 @@ class WorkersCommandTests(CommandTestCase):
                 break
             await deferLater(reactor, 0.05)
         self.assertEqual(sorted(e["worker"] for e in reloads), [1, 2])
-        self.assertEqual((await scrape(metricsPort))[expiry], expires(later))
+        figures = await scrapeUntil(metricsPort, lambda f: f[expiry] == expires(later))
+        self.assertEqual(figures[expiry], expires(later))
         server.transport.signalProcess("TERM")
         self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
 
