@@ -343,7 +343,6 @@ class WorkerSupervisor(MultiService):
     signals on, and stop them all gracefully.
 
     :ivar count: How many workers run.
-    :ivar processes: The worker processes running now, by number.
 
     :param listeners: Endpoint descriptions to open (no ``haproxy:``
         prefix), in the order the workers adopt them.
@@ -363,7 +362,6 @@ class WorkerSupervisor(MultiService):
     ) -> None:
         MultiService.__init__(self)
         self.count = count
-        self.processes: dict[int, IProcessTransport] = {}
         self._reactor = reactor
         self._descriptions = list(listeners)
         self._command = command
@@ -424,12 +422,10 @@ class WorkerSupervisor(MultiService):
         )
         protocol.pid = process.pid
         self._protocols[worker] = protocol
-        self.processes[worker] = process
         _log.info("worker {worker} started (pid {pid})", worker=worker, pid=process.pid)
 
     def _workerEnded(self, protocol: _WorkerProcess, reason: Failure) -> None:
         worker = protocol.worker
-        self.processes.pop(worker, None)
         self._protocols.pop(worker, None)
         pid = protocol.pid
         status = _exitDescription(reason)
@@ -458,11 +454,22 @@ class WorkerSupervisor(MultiService):
             pause, self._start, worker
         )
 
+    @property
+    def processes(self) -> dict[int, IProcessTransport]:
+        """
+        The worker processes running now, by number.
+        """
+        return {
+            worker: protocol.transport
+            for worker, protocol in self._protocols.items()
+            if protocol.transport is not None
+        }
+
     def signalWorkers(self, number: int) -> None:
         """
         Send signal ``number`` to every running worker.
         """
-        for process in list(self.processes.values()):
+        for process in self.processes.values():
             try:
                 process.signalProcess(number)
             except ProcessExitedAlready:  # processEnded is on its way
@@ -487,12 +494,11 @@ class WorkerSupervisor(MultiService):
         )
 
         def finished(result: object) -> Deferred[None] | None:
-            stopped: Deferred[None] | None
             if kill.active():
                 kill.cancel()
             if self._devnull is not None:
                 self._devnull.close()
-            stopped = MultiService.stopService(self)
+            stopped: Deferred[None] | None = MultiService.stopService(self)
             return stopped
 
         return DeferredList(waiting).addCallback(finished)

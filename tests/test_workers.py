@@ -79,6 +79,8 @@ class ProcessReactor(MemoryReactorClock):
         Record the process and hand back a fake one.
         """
         process = FakeProcess(1000 + len(self.spawned))
+        # As the real reactor does: the protocol's transport is the process.
+        processProtocol.makeConnection(process)  # type: ignore[arg-type]
         self.spawned.append(
             {
                 "protocol": processProtocol,
