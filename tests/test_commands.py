@@ -7,147 +7,24 @@ outside the checkout.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import sys
-import tempfile
 import time
-from collections.abc import Sequence
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IReactorProcess, IReactorTime
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.logger import eventsFromJSONLogFile
-from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
 
-from .test_loopback import TIMEOUT, classicClient, connect, inThread, readToEnd
-
-BIN = os.path.dirname(sys.executable)
-
-
-def command(name: str) -> str:
-    """
-    The path of an installed console script beside this Python.
-    """
-    return os.path.join(BIN, name)
-
-
-def freePort() -> int:
-    """
-    A loopback TCP port nobody listens on (free a moment ago).
-    """
-    with socket.create_server(("127.0.0.1", 0)) as sock:
-        return int(sock.getsockname()[1])
-
-
-class Process(ProcessProtocol):
-    """
-    A subprocess whose output is kept and whose end is awaited.
-
-    :ivar ended: Fires with the exit status (or minus the signal number).
-    """
-
-    def __init__(self) -> None:
-        self.out = b""
-        self.err = b""
-        self.ended: Deferred[int] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        """
-        Keep standard output.
-        """
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        """
-        Keep standard error.
-        """
-        self.err += data
-
-    def processEnded(self, reason: Failure) -> None:
-        """
-        Fire `ended` with the exit status.
-        """
-        value = reason.value
-        if isinstance(value, ProcessDone):
-            self.ended.callback(0)
-        elif isinstance(value, ProcessTerminated):
-            status = value.exitCode if value.exitCode is not None else -value.signal
-            self.ended.callback(status)
-
-
-class CommandTestCase(TestCase):
-    """
-    Run installed commands in a scratch folder outside the checkout, with an
-    environment that does not point into it.
-    """
-
-    def setUp(self) -> None:
-        self.folder = tempfile.mkdtemp(prefix="hellotcp-test-")
-        self.addCleanup(shutil.rmtree, self.folder, True)
-        self.env = {
-            key: value for key, value in os.environ.items() if key != "PYTHONPATH"
-        }
-
-    def spawn(self, argv: Sequence[str]) -> Process:
-        """
-        Start ``argv``; the test fails unless it ends within `TIMEOUT`
-        seconds after the test, and it is killed if still running.
-        """
-        process = Process()
-        spawner: IReactorProcess = reactor
-        transport = spawner.spawnProcess(
-            process, argv[0], list(argv), env=self.env, path=self.folder
-        )
-
-        def kill() -> Deferred[int]:
-            if not process.ended.called:
-                transport.signalProcess("KILL")
-            return process.ended
-
-        self.addCleanup(kill)
-        return process
-
-    async def runCommand(self, argv: Sequence[str]) -> tuple[int, str, str]:
-        """
-        Run ``argv`` to its end.
-
-        :returns: The exit status, standard output and standard error.
-        """
-        process = self.spawn(argv)
-        status = await process.ended.addTimeout(TIMEOUT, reactor)
-        return status, process.out.decode(), process.err.decode()
-
-    async def startServer(self, argv: Sequence[str], port: int) -> Process:
-        """
-        Start a server command and wait until ``port`` answers.
-        """
-        process = self.spawn(argv)
-        clock: IReactorTime = reactor
-        deadline = clock.seconds() + TIMEOUT
-        while True:
-            self.assertFalse(process.ended.called, process.err.decode())
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return process
-            except ConnectionRefusedError:
-                self.assertLess(clock.seconds(), deadline, "server never listened")
-                await deferLater(clock, 0.05)
-
-    def assertOneLine(self, status: int, stderr: str, expected: str) -> None:
-        """
-        The command failed with exactly one line on standard error, holding
-        ``expected``, and no traceback or usage text.
-        """
-        self.assertNotEqual(status, 0)
-        self.assertEqual(len(stderr.splitlines()), 1, stderr)
-        self.assertIn(expected, stderr)
-        self.assertNotIn("Traceback", stderr)
-        self.assertNotIn("Usage", stderr)
+from .support import (
+    TIMEOUT,
+    CommandTestCase,
+    classicClient,
+    command,
+    connect,
+    freePort,
+    inThread,
+    readToEnd,
+)
 
 
 class TwistTests(CommandTestCase):

@@ -18,8 +18,7 @@ import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from .test_commands import command, freePort
-from .test_loopback import TIMEOUT, classicClient
+from .support import TIMEOUT, classicClient, command, freePort
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 EXAMPLES = os.path.join(DOCS, "examples")

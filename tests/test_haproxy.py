@@ -20,8 +20,7 @@ from hellotcp import greet
 from hellotcp.tls import clientTLS
 
 from .pki import PKI
-from .test_commands import CommandTestCase, Process, command, freePort
-from .test_loopback import TIMEOUT
+from .support import TIMEOUT, CommandTestCase, Process, command, freePort
 
 CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

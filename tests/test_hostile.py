@@ -33,8 +33,7 @@ from hellotcp import greet
 from hellotcp.tls import clientTLS
 
 from .pki import PKI
-from .test_commands import CommandTestCase, Process, command, freePort
-from .test_loopback import TIMEOUT, inThread
+from .support import TIMEOUT, CommandTestCase, Process, command, freePort, inThread
 from .test_tls_interop import tlsListen
 
 GREETING = b"Hello, client!"

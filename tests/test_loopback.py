@@ -10,7 +10,6 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
@@ -18,54 +17,12 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from hellotcp import HelloServerFactory, ServerSettings, greet
 
-_T = TypeVar("_T")
-TIMEOUT = 10.0
-"""No socket operation in these tests may take longer than this."""
-
-
-def inThread(function: Callable[..., _T], *args: Any) -> Deferred[_T]:
-    """
-    Run a blocking-socket peer in a thread, so the reactor under test keeps
-    serving while it waits.
-    """
-    return deferToThread(function, *args)
-
-
-def connect(port: int) -> socket.socket:
-    """
-    A blocking client socket connected to the server under test.
-    """
-    return socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-
-
-def readToEnd(sock: socket.socket) -> bytes:
-    """
-    Read until the server closes.
-    """
-    chunks = []
-    while chunk := sock.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def classicClient(port: int) -> tuple[bytes, float]:
-    """
-    The classic blocking-socket client: send without terminator or
-    half-close, one ``recv(1024)``, close.
-
-    :returns: What the one ``recv`` returned, and the seconds it took.
-    """
-    started = time.monotonic()
-    with connect(port) as sock:
-        sock.sendall(b"Hello, server!")
-        answer = sock.recv(1024)
-    return answer, time.monotonic() - started
+from .support import TIMEOUT, classicClient, connect, inThread, readToEnd
 
 
 class HeldClient(Protocol):

@@ -23,8 +23,14 @@ from hellotcp.certs import Issued, issue, writeIssued
 from hellotcp.metrics import PrometheusMetrics
 from hellotcp.protocol import HelloServerFactory, ServerSettings
 
-from .test_commands import CommandTestCase, command, freePort
-from .test_loopback import TIMEOUT, classicClient, inThread
+from .support import (
+    TIMEOUT,
+    CommandTestCase,
+    classicClient,
+    command,
+    freePort,
+    inThread,
+)
 from .test_protocol import PEER, HalfCloseableTransport, ServerHarness
 from .test_tls_interop import pki, tlsListen
 

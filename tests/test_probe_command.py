@@ -15,8 +15,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from .pki import PKI
-from .test_commands import CommandTestCase, command, freePort
-from .test_loopback import TIMEOUT
+from .support import TIMEOUT, CommandTestCase, command, freePort
 from .test_tls_interop import tlsListen, verifiedClient
 
 

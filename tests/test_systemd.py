@@ -11,9 +11,9 @@ import socket
 import sys
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 
-from .test_commands import CommandTestCase, Process, command
-from .test_loopback import TIMEOUT, classicClient, inThread
+from .support import TIMEOUT, CommandTestCase, Process, classicClient, command, inThread
 
 # Like systemd: descriptor 3 is the socket, LISTEN_PID names the process that
 # will use it (the pid survives the exec), LISTEN_FDNAMES names the socket
@@ -93,10 +93,12 @@ class SocketActivationTests(CommandTestCase):
             childFDs={0: "w", 1: "r", 2: "r", 3: listener.fileno()},
         )
 
-        def kill() -> None:
+        def kill() -> Deferred[int]:
             if not process.ended.called:
                 transport.signalProcess("KILL")
+            return process.ended
 
+        self.addCleanup(self.assertCleanLog, process)
         self.addCleanup(kill)
         return process
 

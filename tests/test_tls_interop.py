@@ -34,8 +34,7 @@ from hellotcp.tls import (
 )
 
 from .pki import PKI
-from .test_commands import CommandTestCase, Process, command, freePort
-from .test_loopback import TIMEOUT, inThread
+from .support import TIMEOUT, CommandTestCase, Process, command, freePort, inThread
 
 _pki: PKI | None = None
 

@@ -32,8 +32,16 @@ from hellotcp.workers import (
     workerCount,
 )
 
-from .test_commands import CommandTestCase, command, freePort
-from .test_loopback import TIMEOUT, classicClient, connect, inThread, readToEnd
+from .support import (
+    TIMEOUT,
+    CommandTestCase,
+    classicClient,
+    command,
+    connect,
+    freePort,
+    inThread,
+    readToEnd,
+)
 from .test_metrics import expires, scrape, scrapeUntil
 from .test_tls_interop import pki, tlsListen, verifiedClient
 
