@@ -281,10 +281,12 @@ class CommandTestCase(TestCase):
 
     async def startServer(self, argv: Sequence[str], port: int) -> Process:
         """
-        Start a server command and wait until ``port`` answers; its log is
-        checked once it has ended.
+        Start a server command and wait until ``port`` answers; a hellotcp
+        server's log (``twist`` or ``twistd``) is checked once it has ended.
         """
-        process = self.spawn(argv, server=True)
+        program = os.path.basename(argv[0])
+        hellotcp = program in ("twist", "twistd") or "twisted" in argv[1:3]
+        process = self.spawn(argv, server=hellotcp)
         clock: IReactorTime = reactor
         deadline = clock.seconds() + TIMEOUT
         while True:
