@@ -14,6 +14,9 @@ their sum.
 from __future__ import annotations
 
 import os
+import shutil
+import stat
+import tempfile
 from typing import TYPE_CHECKING, Any
 
 from twisted.python import usage
@@ -271,6 +274,81 @@ def workerEnvironment(directory: str) -> dict[str, str]:
     The environment a worker needs to write its metrics to ``directory``.
     """
     return {_MULTIPROCESS_DIRECTORY: directory}
+
+
+FOLDER_PREFIX = "hellotcp-metrics-"
+"""The name of every workers' metrics folder starts with this."""
+
+_OWNER_FILE = "owner"
+
+
+def _pidNamespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def workersFolder(parent: str | None = None) -> str:
+    """
+    Make the private folder where workers write their metrics, in
+    ``parent`` (the system's temporary folder by default), with a record of
+    its owner: this process's id and process-id namespace.  A folder whose
+    owner died without removing it is removed by the next start
+    (`removeStaleFolders`).
+    """
+    directory = tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=parent)
+    with open(os.path.join(directory, _OWNER_FILE), "w") as owner:
+        owner.write(f"{os.getpid()} {_pidNamespace()}\n")
+    return directory
+
+
+def removeStaleFolders(parent: str | None = None) -> list[str]:
+    """
+    Remove the workers' metrics folders in ``parent`` (the system's
+    temporary folder by default) left behind by a parent that was killed:
+    only folders of this user, not symbolic links, whose recorded owner is
+    a process of this process-id namespace that no longer runs.  Anything
+    else (another user's folder, a live owner, no owner record, another
+    namespace, where the same number may be a live process) is left alone.
+
+    :returns: The folders removed.
+    """
+    parent = parent or tempfile.gettempdir()
+    removed: list[str] = []
+    namespace = _pidNamespace()
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(FOLDER_PREFIX):
+            continue
+        path = os.path.join(parent, name)
+        try:
+            status = os.lstat(path)
+            if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.getuid():
+                continue
+            with open(os.path.join(path, _OWNER_FILE)) as owner:
+                pidText, _, ownerNamespace = owner.read().strip().partition(" ")
+            pid = int(pidText)
+        except (OSError, ValueError):
+            continue
+        if pid <= 0 or ownerNamespace != namespace or _alive(pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def forgetWorker(pid: int, directory: str) -> None:

@@ -44,7 +44,7 @@ TLS configuration (TLS wraps these factories from outside).
 from __future__ import annotations
 
 from enum import Enum
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from attrs import frozen
 from OpenSSL import SSL
@@ -67,7 +67,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._connections import ConnectionTable
-from ._escape import escape
+from ._escape import escape, escapeText
 from ._summary import SummarizingLog
 from ._tlserror import describeTLSError
 from .metrics import NO_METRICS, ServerMetrics
@@ -96,7 +96,8 @@ class Outcome(str, Enum):
     """The client sent nothing within ``timeout`` seconds and was closed."""
 
     LOST = "lost"
-    """The client went away before its message was complete."""
+    """The client went away before its message was complete, or the
+    connection broke before the greeting was handed to the kernel."""
 
     SHUTDOWN = "shutdown"
     """The server shut down before the exchange could finish."""
@@ -111,6 +112,28 @@ class Outcome(str, Enum):
     EVICTED = "evicted"
     """The server was full and this connection, silent the longest, was
     closed to make room."""
+
+    HEALTH_CHECK = "health-check"
+    """A load balancer's health check (the message `HEALTH_CHECK_MESSAGE`)
+    was greeted; logged at debug level only."""
+
+    BAD_PROXY_HEADER = "bad-proxy-header"
+    """Behind a PROXY endpoint, the PROXY header was malformed or cut short;
+    the connection was closed without a greeting."""
+
+
+HEALTH_CHECK_MESSAGE = b"health-check"
+"""The message by which a load balancer's health check is recognised: it is
+greeted like any other, but logged at debug level and counted under its own
+outcome, so that checks every half second do not fill the log."""
+
+
+class BadProxyHeader(Exception):
+    """
+    The PROXY header of a connection was malformed or cut short; the text
+    says how, and is safe to log as it is: whatever it quotes of what the
+    client sent was escaped by whoever raised it.
+    """
 
 
 @frozen
@@ -150,21 +173,22 @@ class ServerSettings:
 
 def formatAddress(address: IAddress) -> str:
     """
-    Format a peer or host address the way people write it.
+    Format a peer or host address the way people write it, escaped as every
+    field a client controls is (a PROXY header chooses the addresses).
 
     :returns: ``host:port``, ``[v6-host]:port``, a UNIX socket path, or the
         address's own ``str`` for anything else.
     """
     if isinstance(address, IPv4Address):
-        return f"{address.host}:{address.port}"
+        return f"{escapeText(address.host)}:{address.port}"
     if isinstance(address, IPv6Address):
-        return f"[{address.host}]:{address.port}"
+        return f"[{escapeText(address.host)}]:{address.port}"
     if isinstance(address, UNIXAddress):
         name = address.name
         if isinstance(name, bytes):
-            return name.decode("utf-8", "backslashreplace") or "unix"
-        return name or "unix"
-    return str(address)
+            return escape(name) or "unix"
+        return escapeText(name) if name else "unix"
+    return escapeText(str(address))
 
 
 def canHalfClose(transport: ITransport) -> bool:
@@ -187,6 +211,7 @@ EVICTION_AGE = 1.0
 # Outcomes that are not a normal exchange: a flood of them is summarised.
 _FAILURES = frozenset(
     {
+        Outcome.BAD_PROXY_HEADER,
         Outcome.TIMEOUT,
         Outcome.LOST,
         Outcome.TLS_FAILED,
@@ -199,7 +224,7 @@ _FAILURES = frozenset(
 
 
 # Outcomes of a connection that was sent the greeting.
-_ANSWERED = frozenset({Outcome.GREETED, Outcome.TOO_LONG})
+_ANSWERED = frozenset({Outcome.GREETED, Outcome.TOO_LONG, Outcome.HEALTH_CHECK})
 
 
 class _State(Enum):
@@ -235,6 +260,7 @@ class HelloServerProtocol(Protocol):
         self._timer: IDelayedCall | None = None
         self._client: str | None = None
         self._received = 0
+        self._flushed = False
 
     def connectionMade(self) -> None:
         """
@@ -293,8 +319,10 @@ class HelloServerProtocol(Protocol):
 
     def writeConnectionLost(self) -> None:
         """
-        Our own half-close completed; nothing to do until the client closes.
+        Our own half-close completed: the greeting has been handed to the
+        kernel.  Nothing more to do until the client closes.
         """
+        self._flushed = True
 
     def handshakeCompleted(self) -> None:
         """
@@ -303,7 +331,9 @@ class HelloServerProtocol(Protocol):
         """
         certificate = self.transport.getPeerCertificate()  # type: ignore[attr-defined]
         if certificate is not None:
-            self._client = certificate.to_cryptography().subject.rfc4514_string()
+            self._client = escapeText(
+                certificate.to_cryptography().subject.rfc4514_string()
+            )
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
@@ -317,12 +347,23 @@ class HelloServerProtocol(Protocol):
         problem = None
         if self._state is _State.READING:
             self._message = self._buffer
-            if self._outcome is Outcome.LOST and not reason.check(ConnectionDone):
+            if reason.check(BadProxyHeader):
+                self._outcome = Outcome.BAD_PROXY_HEADER
+                problem = str(reason.value)  # escaped where it was raised
+            elif self._outcome is Outcome.LOST and not reason.check(ConnectionDone):
                 if reason.check(SSL.Error):
                     self._outcome = Outcome.TLS_FAILED
-                    problem = describeTLSError(reason.value)
+                    problem = escapeText(describeTLSError(reason.value))
                 else:
-                    problem = reason.getErrorMessage()
+                    problem = escapeText(reason.getErrorMessage())
+        elif not self._flushed and not reason.check(ConnectionDone):
+            # The connection broke before the greeting was written out (a
+            # clean close, or our half-close completing, comes only after):
+            # the client was not answered.
+            self._outcome = Outcome.LOST
+            problem = "the greeting was not delivered: " + escapeText(
+                reason.getErrorMessage()
+            )
         self._state = _State.CLOSED
         self.factory.connectionEnded(self)
         duration = round(self._clock.seconds() - self._started, 6)
@@ -333,7 +374,10 @@ class HelloServerProtocol(Protocol):
             duration,
             problem if self._outcome is Outcome.TLS_FAILED else None,
         )
-        if self._outcome is Outcome.GREETED and not self.factory.logGreetings:
+        if (
+            self._outcome in (Outcome.GREETED, Outcome.HEALTH_CHECK)
+            and not self.factory.logGreetings
+        ):
             return
         self.factory.logExchange(
             self._outcome,
@@ -366,6 +410,8 @@ class HelloServerProtocol(Protocol):
         self._state = _State.ANSWERED
         self._message = message
         self._buffer = b""
+        if outcome is Outcome.GREETED and message == HEALTH_CHECK_MESSAGE:
+            outcome = Outcome.HEALTH_CHECK
         self._outcome = outcome
         self.transport.write(self._settings.greeting)
         if peerClosed or not canHalfClose(self.transport):
@@ -401,7 +447,14 @@ class HelloServerProtocol(Protocol):
             self.transport.loseConnection()
 
 
-class HelloServerFactory(ServerFactory[HelloServerProtocol]):
+if TYPE_CHECKING:
+    _ServerFactory = ServerFactory[HelloServerProtocol]
+else:
+    # Twisted's factories are generic (subscriptable) only from 26.4 on.
+    _ServerFactory = ServerFactory
+
+
+class HelloServerFactory(_ServerFactory):
     """
     Build `HelloServerProtocol`s within the limits of ``settings``: in all,
     and per peer address.
@@ -492,6 +545,8 @@ class HelloServerFactory(ServerFactory[HelloServerProtocol]):
             if result is Outcome.TLS_FAILED:
                 kind = f"{kind} ({fields.get('reason')})"
             self.failures.emit(kind, LogLevel.info, format, **fields)
+        elif result is Outcome.HEALTH_CHECK:
+            _log.debug(format, **fields)
         else:
             _log.info(format, **fields)
 

@@ -4,7 +4,7 @@ Tests for `hellotcp._escape`.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from hellotcp._escape import escape
+from hellotcp._escape import escape, escapeText
 
 
 class EscapeTests(SynchronousTestCase):
@@ -49,3 +49,60 @@ class EscapeTests(SynchronousTestCase):
         """
         text = escape(bytes(range(256)))
         self.assertFalse([c for c in text if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0])
+
+
+class UnicodePolicyTests(SynchronousTestCase):
+    """
+    The one escaping policy: besides controls, every character that breaks
+    a line or changes how it reads becomes a visible escape, for bytes and
+    text alike.
+    """
+
+    def test_separatorsBidiZeroWidth(self) -> None:
+        """
+        Line and paragraph separators, bidi controls and zero-width
+        characters, each named by the policy, are escaped.
+        """
+        named = [
+            0x2028,
+            0x2029,
+            0x061C,
+            0x200E,
+            0x200F,
+            *range(0x202A, 0x202F),
+            *range(0x2066, 0x206A),
+            0x200B,
+            0x200C,
+            0x200D,
+            0x2060,
+            0xFEFF,
+        ]
+        for code in named:
+            character = chr(code)
+            self.assertEqual(escape(character.encode()), f"\\u{code:04x}")
+            self.assertEqual(escapeText(f"a{character}b"), f"a\\u{code:04x}b")
+
+    def test_otherFormatCharacters(self) -> None:
+        """
+        Any other format character (a soft hyphen, a tag character) is
+        escaped too; ordinary letters, symbols and spaces are not.
+        """
+        self.assertEqual(escapeText("\u00ad"), "\\xad")
+        self.assertEqual(escapeText("\U000e0041"), "\\U000e0041")
+        self.assertEqual(escapeText("Grüß dich ✓ 日本"), "Grüß dich ✓ 日本")
+
+    def test_oneLineWhateverTheInput(self) -> None:
+        """
+        Every code point, as bytes or text: the result is one line.
+        """
+        text = "".join(chr(c) for c in range(0x30000) if not 0xD800 <= c < 0xE000)
+        for escaped in (escape(text.encode()), escapeText(text)):
+            self.assertEqual(len(escaped.splitlines()), 1)
+
+    def test_textBackslashDoubled(self) -> None:
+        """
+        In text too, a backslash is doubled: ``\\u2028`` sent literally is
+        told apart from the separator itself.
+        """
+        self.assertEqual(escapeText("\\u2028"), "\\\\u2028")
+        self.assertNotEqual(escapeText("\\u2028"), escapeText("\u2028"))

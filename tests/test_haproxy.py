@@ -2,14 +2,17 @@
 A real HAProxy (Debian's package; ``.ci/run`` installs it) in front of two
 ``twist hellotcp`` instances, with contrib/haproxy/haproxy.cfg as it ships:
 PROXY protocol v1 and v2, plain and TLS, round robin, and one instance
-stopped mid-run.
+stopped mid-run, every way a client ends a connection, and health checks
+that are quiet and still take a hung instance out.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
+import urllib.request
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
@@ -20,7 +23,15 @@ from hellotcp import greet
 from hellotcp.tls import clientTLS
 
 from .pki import PKI
-from .support import TIMEOUT, CommandTestCase, Process, command, freePort
+from .support import TIMEOUT, CommandTestCase, Process, command, freePort, inThread
+from .test_closes import (
+    CLOSE_NOTIFY,
+    FULL,
+    GREETING,
+    HALF_CLOSE,
+    RESET,
+    exchange,
+)
 
 CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -46,9 +57,11 @@ class HAProxyTests(CommandTestCase):
         self.assertTrue(haproxy, "HAProxy is not installed (apt-get install haproxy)")
         self.pki = PKI(self.folder)
         self.instances: dict[str, tuple[Process, str]] = {}
+        self.metrics: dict[str, int] = {}
         environment = {}
         for name in ("A", "B"):
             plain, secure = freePort(), freePort()
+            self.metrics[name] = freePort()
             log = os.path.join(self.folder, f"{name}.log")
             process = await self.startServer(
                 [
@@ -63,6 +76,8 @@ class HAProxyTests(CommandTestCase):
                     self.pki.server[0],
                     "--private-key",
                     self.pki.server[1],
+                    "--metrics",
+                    f"tcp:{self.metrics[name]}:interface=127.0.0.1",
                 ],
                 plain,
             )
@@ -74,7 +89,9 @@ class HAProxyTests(CommandTestCase):
         environment["HELLOTCP_FRONT_TLS"] = f"127.0.0.1:{self.frontTLS}"
         self.env.update(environment)
         assert haproxy is not None
-        await self.startServer([haproxy, "-db", "-f", CONFIG], self.front)
+        self.haproxy = await self.startServer(
+            [haproxy, "-db", "-f", CONFIG], self.front
+        )
         # Both servers must have passed their health checks (rise 2, every
         # 500 ms) before round robin can use them.
         self.setUpExchanges = await self.greetUntil(
@@ -189,6 +206,111 @@ class HAProxyTests(CommandTestCase):
                 break
             await Deferred.fromCoroutine(self._pause(0.05))
         self.assertEqual(logged, expected)
+
+    def exchanges(self, name: str) -> dict[str, float]:
+        """
+        Instance C{name}'s exchanges by outcome, from its metrics page.
+        """
+        url = f"http://127.0.0.1:{self.metrics[name]}/metrics"
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as page:
+            text = page.read().decode()
+        counts = {}
+        prefix = 'hellotcp_exchanges_total{outcome="'
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                outcome, _, value = line[len(prefix) :].partition('"} ')
+                counts[outcome] = float(value)
+        return counts
+
+    async def test_healthChecksQuiet(self) -> None:
+        """
+        HAProxy's health checks, plain and TLS, are greeted and counted
+        under their own outcome, none as lost, and not one of them reaches
+        the log (they are logged at debug level).
+        """
+        await self.setUpServers()
+        before = {name: await inThread(self.exchanges, name) for name in "AB"}
+        # Checks run every 500 ms on each of the two backends: wait for a
+        # few more on each instance.
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            after = {name: await inThread(self.exchanges, name) for name in "AB"}
+            if all(
+                after[n].get("health-check", 0) >= before[n].get("health-check", 0) + 6
+                for n in "AB"
+            ):
+                break
+            self.assertLess(time.monotonic(), deadline, after)
+            await Deferred.fromCoroutine(self._pause(0.2))
+        for name in "AB":
+            # Lost connections (the readiness probe's) do not grow with checks.
+            self.assertEqual(
+                after[name].get("lost", 0), before[name].get("lost", 0), name
+            )
+            _, log = self.instances[name]
+            with open(log) as lines:
+                self.assertNotIn("health-check", lines.read())
+
+    async def test_hungInstanceTakenOut(self) -> None:
+        """
+        An instance that stops greeting (SIGSTOP: it accepts nothing, answers
+        nothing) fails its checks and is taken out; clients are all served
+        by the other, plain and TLS.
+        """
+        await self.setUpServers()
+        process, _ = self.instances["A"]
+        assert process.transport is not None
+        process.transport.signalProcess(signal.SIGSTOP)
+        self.addCleanup(process.transport.signalProcess, signal.SIGCONT)
+        deadline = time.monotonic() + TIMEOUT
+        down = (b"Server hellotcp/a is DOWN", b"Server hellotcp_tls/a is DOWN")
+        while not all(line in self.haproxy.err for line in down):
+            self.assertLess(time.monotonic(), deadline, self.haproxy.err.decode())
+            await Deferred.fromCoroutine(self._pause(0.1))
+        answers = [await self.exchange() for _ in range(4)]
+        answers += [await self.exchange(tls=True) for _ in range(4)]
+        self.assertEqual(answers, [GREETING] * 8)
+
+    async def test_everyEnding(self) -> None:
+        """
+        Through HAProxy, plain and TLS: a client that closes after reading,
+        half-closes TCP after its message, sends a TLS close alert after it,
+        or resets after reading gets its greeting, and the instance that
+        served it logs it greeted.
+        """
+        await self.setUpServers()
+        answers = {}
+        for tls, endings in [
+            (False, (FULL, HALF_CLOSE, RESET)),
+            (True, (FULL, HALF_CLOSE, CLOSE_NOTIFY, RESET)),
+        ]:
+            for ending in endings:
+                for attempt in range(2):
+                    message = f"through/{'tls' if tls else 'plain'}/{ending}/{attempt}"
+                    answers[message] = await inThread(
+                        exchange,
+                        self.frontTLS if tls else self.front,
+                        self.pki.ca if tls else None,
+                        0,
+                        ending,
+                        message.encode(),
+                    )
+        self.assertEqual(set(answers.values()), {GREETING}, answers)
+        # Each instance logs an exchange once the connection has closed.
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            logged = {}
+            for name in "AB":
+                _, log = self.instances[name]
+                with open(log) as lines:
+                    for event in eventsFromJSONLogFile(lines):
+                        if "outcome" in event and event.get("message") in answers:
+                            logged[event["message"]] = event["outcome"]
+            if len(logged) == len(answers):
+                break
+            self.assertLess(time.monotonic(), deadline, logged)
+            await Deferred.fromCoroutine(self._pause(0.05))
+        self.assertEqual(set(logged.values()), {"greeted"}, logged)
 
     async def _pause(self, seconds: float = 0.01) -> None:
         from twisted.internet.task import deferLater

@@ -6,27 +6,31 @@ from __future__ import annotations
 
 from typing import Any
 
+from OpenSSL import SSL
+from prometheus_client import CollectorRegistry
 from twisted.internet.address import (
     HostnameAddress,
     IPv4Address,
     IPv6Address,
     UNIXAddress,
 )
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     ISSLTransport,
 )
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, StringTransport
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides
 
 from hellotcp import protocol as protocolModule
-from hellotcp.metrics import NO_METRICS, ServerMetrics
+from hellotcp._escape import escape, escapeText
+from hellotcp.metrics import NO_METRICS, PrometheusMetrics, ServerMetrics
 from hellotcp.protocol import (
     DEFAULT_GREETING,
+    HEALTH_CHECK_MESSAGE,
     HelloServerFactory,
     HelloServerProtocol,
     ServerSettings,
@@ -633,3 +637,234 @@ class ProxiedPeerTests(SynchronousTestCase):
         self.assertEqual(factory.connections.count("192.0.2.2"), 1)
         self.assertEqual(factory.connections.count("10.0.0.1"), 0)
         self.assertTrue(transport.disconnecting)  # the second from 192.0.2.1
+
+
+def oneLine(text: str) -> bool:
+    """
+    Whether ``text`` is one line that reads as it is: no line break of any
+    kind and no invisible or direction-changing character.
+    """
+    return len(text.splitlines()) <= 1 and not [
+        c
+        for c in text
+        if ord(c) < 0x20
+        or 0x7F <= ord(c) < 0xA0
+        or c in "\u061c\u200b\u200c\u200d\u200e\u200f\u2028\u2029\u2060\ufeff"
+        or 0x202A <= ord(c) <= 0x202E
+        or 0x2066 <= ord(c) <= 0x2069
+    ]
+
+
+class GreetedOnlyIfDeliveredTests(SynchronousTestCase):
+    """
+    An exchange is logged ``greeted`` only once its greeting was handed to
+    the kernel: the half-close completed (``writeConnectionLost``), or the
+    connection closed cleanly (which Twisted reports only after flushing).
+    """
+
+    def test_halfCloseCompleted(self) -> None:
+        """
+        After the server's half-close completed, a reset from the client
+        does not undo the greeting.
+        """
+        transport = HalfCloseableTransport(peerAddress=PEER)
+        server = ServerHarness(self, transport=transport)
+        server.send(b"Hi\n")
+        self.assertTrue(transport.writeClosed)
+        server.protocol.writeConnectionLost()
+        server.close(Failure(ConnectionLost()))
+        [event] = server.exchanges()
+        self.assertEqual(event["outcome"], "greeted")
+
+    def test_resetBeforeFlush(self) -> None:
+        """
+        A reset before the greeting was flushed: the client was not answered,
+        and the log says so, with the reason.
+        """
+        registry = CollectorRegistry()
+        server = ServerHarness(self, metrics=PrometheusMetrics(registry))
+        server.send(b"Hi\n")
+        server.close(Failure(ConnectionLost("reset by peer")))
+        [event] = server.exchanges()
+        self.assertEqual(event["outcome"], "lost")
+        self.assertIn("the greeting was not delivered", event["reason"])
+        self.assertIn("reset by peer", event["reason"])
+        self.assertEqual(
+            registry.get_sample_value(
+                "hellotcp_exchanges_total", {"outcome": "greeted"}
+            ),
+            None,
+        )
+
+    def test_cleanCloseAfterLoseConnection(self) -> None:
+        """
+        Over TLS (no half-close) a clean close is the transport's word that
+        everything was flushed: greeted.  A reset instead: lost.
+        """
+        for reason, outcome in [
+            (Failure(ConnectionDone()), "greeted"),
+            (Failure(ConnectionLost()), "lost"),
+        ]:
+            transport = HalfCloseableTransport(peerAddress=PEER)
+            alsoProvides(transport, ISSLTransport)
+            server = ServerHarness(self, transport=transport)
+            server.send(b"Hi\n")
+            server.close(reason)
+            self.assertEqual(server.exchanges()[-1]["outcome"], outcome)
+
+    def test_abortedBeforeFlush(self) -> None:
+        """
+        The server stopping (or the deadline) aborts an answered connection
+        whose greeting was not flushed yet: lost, not greeted.
+        """
+        server = ServerHarness(self)
+        server.send(b"Hi\n")
+        server.protocol.abort(protocolModule.Outcome.SHUTDOWN)
+        server.close(Failure(ConnectionAborted()))
+        self.assertEqual(server.exchanges()[0]["outcome"], "lost")
+
+
+class HealthCheckTests(SynchronousTestCase):
+    """
+    The health-check message is greeted like any other, but logged at debug
+    level and counted under its own outcome.
+    """
+
+    def test_quietAndCounted(self) -> None:
+        """
+        ``health-check\\n`` (or the same ended by a half-close) is answered,
+        logged at debug level with outcome ``health-check``, and counted so.
+        """
+        registry = CollectorRegistry()
+        metrics = PrometheusMetrics(registry)
+        for ending in (b"\n", b"\r\n", b""):
+            server = ServerHarness(self, metrics=metrics)
+            server.send(HEALTH_CHECK_MESSAGE + ending)
+            if not ending:
+                server.protocol.readConnectionLost()
+            self.assertEqual(server.transport.value(), DEFAULT_GREETING)
+            server.protocol.writeConnectionLost()
+            server.close()
+            [event] = server.exchanges()
+            self.assertEqual(event["outcome"], "health-check")
+            self.assertEqual(event["log_level"], LogLevel.debug)
+        self.assertEqual(
+            registry.get_sample_value(
+                "hellotcp_exchanges_total", {"outcome": "health-check"}
+            ),
+            3,
+        )
+
+    def test_otherMessagesNotChecks(self) -> None:
+        """
+        Only the exact message counts: anything else is an ordinary greeting.
+        """
+        for message in (b"health-check!\n", b"Health-check\n", b"x health-check\n"):
+            server = ServerHarness(self)
+            server.send(message)
+            server.protocol.writeConnectionLost()
+            server.close()
+            [event] = server.exchanges()
+            self.assertEqual(event["outcome"], "greeted")
+            self.assertEqual(event["log_level"], LogLevel.info)
+
+
+class _Subject:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def rfc4514_string(self) -> str:
+        return self.text
+
+
+class _Certificate:
+    def __init__(self, subject: str) -> None:
+        self.subject = _Subject(subject)
+
+    def to_cryptography(self) -> _Certificate:
+        return self
+
+
+HOSTILE = "a\nb\rc\x1bd\x85e\u2028f\u2029g\u202eh\u2066i\u200bj\ufeffk\u061cl\\x41"
+
+
+class EscapingTests(SynchronousTestCase):
+    """
+    Every field a client controls is escaped by one policy before it reaches
+    a log line: each record stays one line that reads as it is.
+    """
+
+    def assertEscaped(self, events: list[dict[str, Any]]) -> None:
+        """
+        Each event's text is one line, with no control or invisible
+        character, and shows the hostile text escaped.
+        """
+        self.assertTrue(events)
+        for event in events:
+            text = formatEvent(event)
+            self.assertTrue(oneLine(text), repr(text))
+            for field in ("peer", "message", "client", "reason"):
+                value = event.get(field)
+                if isinstance(value, str):
+                    self.assertTrue(oneLine(value), (field, value))
+
+    def test_message(self) -> None:
+        """
+        The message: controls, separators, bidi and zero-width characters
+        escaped; a backslash doubled.
+        """
+        message = HOSTILE.replace("\n", "").encode()  # a line feed ends it
+        server = ServerHarness(self)
+        server.send(message + b"\n")
+        server.protocol.writeConnectionLost()
+        server.close()
+        self.assertEscaped(server.exchanges())
+        self.assertEqual(server.exchanges()[0]["message"], escape(message))
+        self.assertIn("\\\\x41", server.exchanges()[0]["message"])
+
+    def test_peerAddresses(self) -> None:
+        """
+        The peer, whatever its kind (a PROXY header chooses it): IPv4 and
+        IPv6 host names and a UNIX path holding a forged record.
+        """
+        for address in [
+            IPv4Address("TCP", HOSTILE, 1),
+            IPv6Address("TCP", HOSTILE, 1),
+            UNIXAddress(("\n2026-01-01 greeted: FORGED" + HOSTILE).encode()),
+        ]:
+            text = formatAddress(address)
+            self.assertTrue(oneLine(text), text)
+            server = ServerHarness(
+                self, transport=HalfCloseableTransport(peerAddress=address)
+            )
+            server.send(b"Hi\n")
+            server.close(Failure(ConnectionLost()))
+            self.assertEscaped(server.exchanges())
+
+    def test_certificateSubject(self) -> None:
+        """
+        A client certificate's subject (mutual TLS) is escaped.
+        """
+        transport = HalfCloseableTransport(peerAddress=PEER)
+        alsoProvides(transport, ISSLTransport)
+        transport.getPeerCertificate = lambda: _Certificate("CN=" + HOSTILE)  # type: ignore[attr-defined]
+        server = ServerHarness(self, transport=transport)
+        server.protocol.handshakeCompleted()
+        server.send(b"Hi\n")
+        server.close()
+        self.assertEscaped(server.exchanges())
+        self.assertEqual(server.exchanges()[0]["client"], escapeText("CN=" + HOSTILE))
+
+    def test_errorTexts(self) -> None:
+        """
+        TLS error texts and other reasons (which may quote the client) are
+        escaped.
+        """
+        for reason in [
+            Failure(SSL.Error([("SSL routines", "", HOSTILE)])),
+            Failure(ConnectionLost(HOSTILE)),
+        ]:
+            server = ServerHarness(self)
+            server.close(reason)
+            self.assertEscaped(server.exchanges())
+            self.assertIn(escapeText(HOSTILE), server.exchanges()[0]["reason"])
