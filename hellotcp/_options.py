@@ -14,29 +14,66 @@ from twisted.python import usage
 
 _Number = TypeVar("_Number", int, float)
 
+MAX_SECONDS = 86400.0
+"""The most any option counting seconds accepts: a day."""
+
+MAX_COUNT = 1_000_000_000
+"""The most a whole-number option accepts unless it names a smaller bound."""
+
+_SHOWN = 40
+
+
+def _shown(value: str) -> str:
+    # A 400-digit mistake is named by its start, so that the error stays one
+    # short line.
+    text = value if len(value) <= _SHOWN else value[:_SHOWN] + "..."
+    return repr(text)
+
 
 def number(
-    kind: Callable[[str], _Number], name: str, value: str, zeroAllowed: bool = False
+    kind: Callable[[str], _Number],
+    name: str,
+    value: str,
+    zeroAllowed: bool = False,
+    maximum: _Number | None = None,
 ) -> _Number:
     """
     Read the value of option ``--name`` as a finite number greater than 0 (or
-    at least 0 where ``zeroAllowed``).
+    at least 0 where ``zeroAllowed``), and at most ``maximum``.
 
+    :param maximum: The largest value accepted; by default `MAX_SECONDS`
+        for a ``float`` and `MAX_COUNT` for an ``int``.  However many digits
+        ``value`` has, it is refused here rather than overflowing later.
     :raises usage.UsageError: With a sentence naming the option.
     """
+    limit: float | int = (
+        maximum if maximum is not None else MAX_COUNT if kind is int else MAX_SECONDS
+    )
+    what = "a whole number" if kind is int else "a number"
+    bound = "0 or more" if zeroAllowed else "greater than 0"
+    parsed: _Number | None = None
     try:
-        parsed: _Number | None = kind(value)
+        read = kind(value)
     except ValueError:
-        parsed = None
-    if (
-        parsed is None
-        or not math.isfinite(parsed)
-        or parsed < 0
-        or (parsed == 0 and not zeroAllowed)
-    ):
-        what = "a whole number" if kind is int else "a number"
-        bound = "0 or more" if zeroAllowed else "greater than 0"
-        raise usage.UsageError(f"--{name} must be {what} {bound}, not {value!r}")
+        # int() also refuses more than 4300 digits this way.
+        tooLarge = value.strip().lstrip("+").isdigit()
+    else:
+        # Compared as they are: a huge int is never turned into a float.
+        tooLarge = read > limit
+        if not (
+            (isinstance(read, float) and math.isnan(read))
+            or read < 0
+            or (read == 0 and not zeroAllowed)
+        ):
+            parsed = read
+    if tooLarge:
+        shownLimit = f"{limit:g}" if isinstance(limit, float) else str(limit)
+        raise usage.UsageError(
+            f"--{name} must be {what} {bound} and at most {shownLimit}, "
+            f"not {_shown(value)}"
+        )
+    if parsed is None:
+        raise usage.UsageError(f"--{name} must be {what} {bound}, not {_shown(value)}")
     return parsed
 
 

@@ -17,11 +17,13 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+import idna
 from attrs import frozen
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from twisted.python import usage
 
 from ._options import OneLineErrorOptions
 
@@ -117,14 +119,42 @@ def makeCA(
     return Issued(certificate, key)
 
 
+def hostName(name: str) -> str:
+    """
+    Check a host name or IP address for a certificate, and give it as a
+    certificate names it: an IP address as it is, a host name in lower case
+    with each internationalised label as its IDNA A-label (``bücher.example``
+    becomes ``xn--bcher-kva.example``), without a final dot.  Wildcards are
+    not made.
+
+    :raises ValueError: With a sentence saying what is wrong with ``name``.
+    """
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        pass
+    bare = name.removesuffix(".")
+    if not bare:
+        raise ValueError(f"{name!r} is not a host name: it is empty")
+    try:
+        encoded: str = idna.encode(bare, uts46=True).decode("ascii")
+    except idna.IDNAError as error:
+        raise ValueError(f"{name!r} is not a valid host name: {error}") from None
+    return encoded
+
+
 def _subjectAlternativeName(names: Sequence[str]) -> x509.SubjectAlternativeName:
     entries: list[x509.GeneralName] = []
     for name in names:
         try:
             entries.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
-            entries.append(x509.DNSName(name))
+            entries.append(x509.DNSName(hostName(name)))
     return x509.SubjectAlternativeName(entries)
+
+
+# X.509's upper bound on a common name (RFC 5280, ub-common-name).
+_MAX_COMMON_NAME = 64
 
 
 def issue(
@@ -132,16 +162,21 @@ def issue(
     commonName: str,
     names: Sequence[str] = (),
     client: bool = False,
-    days: int = 825,
+    days: int = 365,
     start: datetime.datetime | None = None,
 ) -> Issued:
     """
     A certificate signed by ``ca``, for a server (covering ``names``: host
     names or IP addresses) or for a client.
 
-    :param days: How long it is valid.
+    :param days: How long it is valid: a year by default, within the 366
+        days that Mozilla's TLS profiles allow a leaf certificate.
     :param start: When it becomes valid (default: a day ago).
     """
+    if len(commonName) > _MAX_COMMON_NAME:
+        # Clients check the alternative names, not this: a long host name
+        # must not make the certificate impossible.
+        commonName = commonName[: _MAX_COMMON_NAME - 3] + "..."
     key = ec.generate_private_key(ec.SECP256R1())
     notBefore, notAfter = _validity(days, start)
     usage = (
@@ -246,9 +281,14 @@ class CertsOptions(OneLineErrorOptions):
 
     def postOptions(self) -> None:
         """
-        Fill in the default names.
+        Fill in the default names, and check every name before anything is
+        written.
         """
         self["hostnames"] = self["hostnames"] or list(DEFAULT_HOSTNAMES)
+        try:
+            self["names"] = [hostName(name) for name in self["hostnames"]]
+        except ValueError as error:
+            raise usage.UsageError(f"--hostname {error}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -258,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     options = CertsOptions()
     options.parseOptions(sys.argv[1:] if argv is None else argv)
     folder: str = options["folder"]
-    names: list[str] = options["hostnames"]
+    names: list[str] = options["names"]
     try:
         os.makedirs(folder, exist_ok=True)
         ca = makeCA()
@@ -276,20 +316,23 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     def q(path: str) -> str:
         return shlex.quote(path)
 
-    host = names[0]
+    # An endpoint string escapes the colons of an IPv6 address; the shell
+    # then quotes what needs it (a folder with a space in its name).
+    connect = q("tcp:" + names[0].replace(":", "\\:") + ":5001")
     sys.stdout.write(
-        f"Wrote a private CA, a server certificate for {', '.join(names)}, "
+        f"Wrote a private CA, a server certificate for "
+        f"{', '.join(options['hostnames'])}, "
         f"and a client certificate, in {folder}.\n\n"
         "Serve TLS:\n"
         f"  twist hellotcp --tls-listen tcp:5001:interface=127.0.0.1 "
         f"--certificate {q(server)} --private-key {q(serverKey)}\n"
         "Greet it, verifying its certificate:\n"
-        f"  hellotcp-client --tls --connect tcp:{host}:5001 --ca {q(caPath)}\n\n"
+        f"  hellotcp-client --tls --connect {connect} --ca {q(caPath)}\n\n"
         "Mutual TLS (the server requires the client's certificate):\n"
         f"  twist hellotcp --tls-listen tcp:5001:interface=127.0.0.1 "
         f"--certificate {q(server)} --private-key {q(serverKey)} "
         f"--client-ca {q(caPath)}\n"
-        f"  hellotcp-client --tls --connect tcp:{host}:5001 --ca {q(caPath)} "
+        f"  hellotcp-client --tls --connect {connect} --ca {q(caPath)} "
         f"--certificate {q(client)} --private-key {q(clientKey)}\n"
     )
     raise SystemExit(0)

@@ -10,15 +10,19 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from twisted.internet import defer, error
 from twisted.internet.endpoints import _parse, clientFromString
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.internet.task import deferLater, react
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -26,7 +30,7 @@ from twisted.python.failure import Failure
 from ._escape import escape
 from ._options import OneLineErrorOptions, number
 from ._tlserror import describeTLSError
-from .greet import NoGreetingError, ResponseTooLongError, greet
+from .greet import AnswerCutShortError, NoGreetingError, ResponseTooLongError, greet
 from .probe import Statistics, drawExchange, pingLine, probe
 from .protocol import DEFAULT_MESSAGE
 from .tls import CertificateFiles, TLSFileError, VerifiedClientTLS, clientTLS
@@ -35,6 +39,10 @@ DEFAULT_CONNECT = "tcp:localhost:5000"
 """Where the client connects unless told otherwise: the classic server."""
 
 _PROGRAM = "hellotcp-client"
+
+MAX_CONCURRENCY = 10_000
+"""The most exchanges ``--concurrency`` runs at once: each holds a
+descriptor."""
 
 # A TLS alert record (content type 21, version 3.x): what a TLS server sends
 # a client that does not speak TLS to it.
@@ -127,9 +135,16 @@ class ClientOptions(OneLineErrorOptions):
         """
         self["timeout"] = number(float, "timeout", self["timeout"])
         self["interval"] = number(float, "interval", self["interval"], zeroAllowed=True)
-        self["concurrency"] = number(int, "concurrency", self["concurrency"])
+        self["concurrency"] = number(
+            int, "concurrency", self["concurrency"], maximum=MAX_CONCURRENCY
+        )
         if self["count"] is not None:
             self["count"] = number(int, "count", self["count"], zeroAllowed=True)
+        # The bytes given on the command line, whatever they are: os.fsencode
+        # undoes the surrogateescape decoding of argv, so a message that is
+        # not UTF-8 is sent as it was given (and text as UTF-8).
+        self["message-bytes"] = os.fsencode(self["message"])
+        checkPort(self["connect"])
         tlsOptions = ("ca", "server-name", "certificate", "private-key")
         if not self["tls"]:
             given = [f"--{name}" for name in tlsOptions if self[name]]
@@ -171,6 +186,30 @@ class ClientOptions(OneLineErrorOptions):
             else None
         )
         return clientTLS(self["server-name"], self["ca"], certificate)
+
+
+def checkPort(description: str) -> None:
+    """
+    Check the port of a ``tcp:`` or ``tls:`` client endpoint description,
+    which Twisted would only refuse when connecting.
+
+    :raises usage.UsageError: Naming the endpoint and the port.
+    """
+    args, kwargs = _parse(description)
+    if not args or args[0] not in ("tcp", "tls"):
+        return
+    port = kwargs.get("port", args[2] if len(args) > 2 else None)
+    if port is None:
+        return
+    try:
+        valid = 1 <= int(port) <= 65535
+    except ValueError:
+        valid = False
+    if not valid:
+        raise usage.UsageError(
+            f"--connect {description}: the port must be a whole number "
+            f"from 1 to 65535, not {str(port)[:40]!r}"
+        )
 
 
 def endpointHost(description: str) -> str | None:
@@ -236,6 +275,8 @@ def describeFailure(
         return f"cannot resolve the host of {where}"
     if isinstance(reason, NoGreetingError) and not options["tls"]:
         return f"{where}: {reason} (if it is a TLS port, use --tls)"
+    if isinstance(reason, AnswerCutShortError):
+        return f'{where}: {reason}: "{escape(reason.received)}"'
     if isinstance(reason, (NoGreetingError, ResponseTooLongError)):
         return f"{where}: {reason}"
     if isinstance(reason, error.ConnectionLost):
@@ -256,6 +297,7 @@ def failureKind(failure: Failure) -> str:
         ((error.DNSLookupError,), "dns"),
         ((NoGreetingError,), "no-greeting"),
         ((ResponseTooLongError,), "too-long"),
+        ((AnswerCutShortError,), "reset"),
         ((SSL.Error, VerificationError), "tls"),
         ((error.ConnectionLost,), "lost"),
         ((error.ConnectError,), "connect"),
@@ -268,6 +310,32 @@ def failureKind(failure: Failure) -> str:
 def _fail(message: str, status: int) -> NoReturn:
     sys.stderr.write(f"{_PROGRAM}: error: {message}\n")
     raise SystemExit(status)
+
+
+def _onStopSignals(
+    reactor: object, handler: Callable[[int, FrameType | None], None]
+) -> Callable[[], None]:
+    """
+    Handle SIGINT and SIGTERM with ``handler`` instead of stopping the
+    reactor, from when the reactor runs (it installs its own handlers as it
+    starts, after `react` has called the program's function).
+
+    :returns: A function that puts the previous handlers back.
+    """
+    previous: dict[int, Any] = {}
+
+    def install() -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, handler)
+
+    cast(IReactorCore, reactor).callWhenRunning(install)
+
+    def restore() -> None:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+        previous.clear()
+
+    return restore
 
 
 async def _exchange(reactor: IReactorTime, options: ClientOptions) -> None:
@@ -284,12 +352,26 @@ async def _exchange(reactor: IReactorTime, options: ClientOptions) -> None:
     if options.probing:
         status = await Repeater(reactor, options, endpoint, tls).run()
         raise SystemExit(status)
+    exchange = greet(
+        reactor, endpoint, options["message-bytes"], options["timeout"], tls=tls
+    )
+    stoppedBy: list[str] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # Without this, the reactor would stop and the command exit 0 with
+        # no answer and nothing said.
+        stoppedBy.append(signal.Signals(signum).name)
+        reactor.callFromThread(exchange.cancel)  # type: ignore[attr-defined]
+
+    restore = _onStopSignals(reactor, stop)
     try:
-        answer = await greet(
-            reactor, endpoint, options["message"], options["timeout"], tls=tls
-        )
+        answer = await exchange
     except Exception:
+        if stoppedBy:
+            _fail(f"stopped by {stoppedBy[0]} before {options['connect']} answered", 1)
         _fail(describeFailure(Failure(), options, tls), 1)
+    finally:
+        restore()
     if answer.startswith(_TLS_ALERT) and not options["tls"]:
         _fail(f"{options['connect']} answered in TLS (a TLS alert); use --tls", 1)
     sys.stdout.write(escape(answer) + "\n")
@@ -325,7 +407,9 @@ class Repeater:
         """
         options = self._options
         count = 1 if options["count"] is None else options["count"]
-        previous = signal.signal(signal.SIGINT, self._interrupted)
+        # SIGTERM stops the run as Ctrl-C does: the exchanges in flight end,
+        # and the summary and the exit status say how it went.
+        restore = _onStopSignals(self._reactor, self._interrupted)
         slots = defer.DeferredSemaphore(options["concurrency"])
         running: list[defer.Deferred[None]] = []
         sequence = 0
@@ -337,16 +421,16 @@ class Repeater:
                     slots.release()
                     break
                 one = defer.Deferred.fromCoroutine(self._one(sequence))
-                running.append(one.addBoth(lambda _: slots.release()))
+                running.append(one.addBoth(self._release, slots))
                 if (count == 0 or sequence < count) and options["interval"]:
                     self._pause = deferLater(self._reactor, options["interval"])
                     try:
                         await self._pause
                     except defer.CancelledError:
                         break
-            await defer.gatherResults(running)
+            await defer.gatherResults(running, consumeErrors=True)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            restore()
         if options["json"]:
             self._emit(json.dumps(self.statistics.asJSON()))
         elif options["count"] is not None:
@@ -363,7 +447,7 @@ class Repeater:
             self._reactor,
             self._endpoint,
             sequence,
-            options["message"].encode("utf-8"),
+            options["message-bytes"],
             options["timeout"],
             self._tls,
             describe,
@@ -376,6 +460,13 @@ class Repeater:
             self._emit(drawExchange(record, colour) + "\n")
         else:
             self._emit(pingLine(record, options["connect"]))
+
+    @staticmethod
+    def _release(result: object, slots: defer.DeferredSemaphore) -> object:
+        # Pass any failure on: an exchange that cannot run must not vanish
+        # from the summary.
+        slots.release()
+        return result
 
     def _emit(self, text: str) -> None:
         if self._outputClosed:

@@ -13,6 +13,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IReactorTime,
+    ISSLTransport,
     IStreamClientEndpoint,
     ITCPTransport,
 )
@@ -36,6 +37,23 @@ class ResponseTooLongError(Exception):
     """
 
 
+class AnswerCutShortError(Exception):
+    """
+    A plain TCP connection was reset after part of the answer: what arrived
+    may not be all of it, so it is not taken for the answer.
+
+    :ivar received: What arrived before the connection was lost.
+    :ivar reason: Why the connection was lost.
+    """
+
+    def __init__(self, received: bytes, reason: Failure) -> None:
+        self.received = received
+        self.reason = reason
+        super().__init__(
+            f"the connection was reset after {len(received)} bytes of the answer"
+        )
+
+
 class HelloClientProtocol(Protocol):
     """
     Send one message, then read the answer until the server closes.
@@ -45,8 +63,11 @@ class HelloClientProtocol(Protocol):
     transport cannot half-close (TLS) a line feed ends the message instead,
     unless it already ends with one.
 
-    :ivar response: Fires with the answer, or fails with `NoGreetingError`,
-        `ResponseTooLongError` or the reason the connection was lost.
+    :ivar response: Fires with the answer once the server has closed
+        cleanly, or fails with `NoGreetingError`, `ResponseTooLongError`,
+        `AnswerCutShortError` (part of an answer, then a reset over plain
+        TCP) or the reason
+        the connection was lost.
         Cancelling it aborts the connection.
     """
 
@@ -98,8 +119,17 @@ class HelloClientProtocol(Protocol):
         """
         if self.response.called:
             return
-        if self._received:
+        # Over TLS the answer arrives in whole, authenticated records, and
+        # many TLS servers (Python's ssl module, the classic server wrapped
+        # in TLS) close without a close_notify, which Twisted reports as a
+        # lost connection: what arrived is the answer.  Over plain TCP a
+        # reset after part of the answer may have cut it anywhere.
+        if self._received and (
+            reason.check(ConnectionDone) or ISSLTransport.providedBy(self.transport)
+        ):
             self.response.callback(b"".join(self._received))
+        elif self._received:
+            self.response.errback(AnswerCutShortError(self.received, reason))
         elif reason.check(ConnectionDone):
             self.response.errback(
                 NoGreetingError("the server closed the connection without answering")
@@ -131,6 +161,7 @@ def greet(
         TLS, such as ``tls:`` endpoint strings make).
     :returns: A `Deferred` that fires with the bytes the server sent before
         closing, or fails with `NoGreetingError`, `ResponseTooLongError`,
+        `AnswerCutShortError`,
         `twisted.internet.defer.TimeoutError` or the connection error.
     """
     if isinstance(message, str):

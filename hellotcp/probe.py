@@ -22,7 +22,7 @@ from attrs import define, field
 from cryptography import x509
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import connectProtocol, wrapClientTLS
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress,
     IHandshakeListener,
@@ -66,7 +66,9 @@ class ExchangeRecord:
     reactor's clock; those of steps not reached are L{None}.
 
     :ivar closedBy: ``"server"`` when the server's end of file came first
-        (the normal end), ``"client"`` when the client gave up first.
+        (the normal end), ``"reset"`` when the connection was reset (or a
+        TLS stream ended without close_notify), ``"client"`` when the client
+        gave up first.
     """
 
     sequence: int
@@ -225,7 +227,13 @@ class TracingClientProtocol(HelloClientProtocol):
         Note the end and who closed first.
         """
         self.record.ended = self._clock.seconds()
-        self.record.closedBy = "server" if reason.check(ConnectionDone) else "client"
+        if reason.check(ConnectionDone):
+            self.record.closedBy = "server"
+        elif reason.check(ConnectionLost) and not reason.check(ConnectionAborted):
+            # A reset, or (under TLS) an end without close_notify.
+            self.record.closedBy = "reset"
+        else:
+            self.record.closedBy = "client"
         super().connectionLost(reason)
 
     def _readTCPInfo(self) -> None:
@@ -358,6 +366,8 @@ def drawExchange(record: ExchangeRecord, colour: bool = False, width: int = 50) 
     if record.ended is not None and record.connected is not None:
         if record.closedBy == "server":
             step(left("FIN"), "the server closed; the client closes in turn")
+        elif record.closedBy == "reset":
+            step(left("RST"), "the connection was reset (or TLS ended uncleanly)")
         else:
             step(right("close"), "the client closed before the server did")
     verdict = (

@@ -11,25 +11,38 @@ outside (`TLSMemoryBIOFactory` on the server, `wrapClientTLS` in
 from __future__ import annotations
 
 import datetime
+import itertools
+import os
+import re
 import ssl as stdlibSSL
+import stat
 from collections.abc import Sequence
+from typing import Any
 
 from attrs import frozen
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.bindings.openssl.binding import Binding
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
 )
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._refusals import KeepsRefusals
+from ._refusals import KeepsRefusals, halfCloseable
+from .protocol import BadProxyHeader
 
 _log = Logger()
 
@@ -45,6 +58,48 @@ CIPHERS = ssl.AcceptableCiphers.fromOpenSSLCipherString(
 with AES-GCM or ChaCha20-Poly1305.  Twisted's default list also admits
 RSA key exchange and CBC suites."""
 
+GROUPS = ("X25519", "P-256", "P-384")
+"""The key-exchange groups the server accepts, in its order of preference:
+those of Mozilla's intermediate profile (X25519, prime256v1, secp384r1).
+OpenSSL's default list also admits X448, P-521 and finite-field groups."""
+
+
+def serverGroups() -> tuple[str, ...]:
+    """
+    The key-exchange groups that `restrictGroups` leaves the server: all of
+    `GROUPS` where this cryptography (47 or later) can set a group list,
+    P-256 alone before that.
+    """
+    return GROUPS if _setGroupsList() is not None else ("P-256",)
+
+
+def _setGroupsList() -> Any:
+    # pyOpenSSL has no call that sets a list of groups (up to 26.4 at least):
+    # its Context.set_tmp_ecdh sets exactly one curve, and cannot name
+    # X25519.  cryptography binds SSL_CTX_set1_curves_list from 47.0 on, for
+    # pyOpenSSL to use; until pyOpenSSL does, its binding object is the least
+    # private way to reach it.
+    return getattr(Binding().lib, "SSL_CTX_set1_curves_list", None)
+
+
+def restrictGroups(context: SSL.Context) -> None:
+    """
+    Limit the key-exchange groups that ``context`` accepts to
+    `serverGroups`.
+    """
+    setList = _setGroupsList()
+    # pyOpenSSL keeps the context's SSL_CTX pointer in _context.  Every
+    # OpenSSL that cryptography 42 and later builds on (1.1.1 and up, and
+    # LibreSSL) knows the three names, so the list cannot be refused.
+    if setList is not None:
+        status = setList(context._context, ":".join(GROUPS).encode())
+        assert status == 1, "OpenSSL refused the group list"
+    else:  # pragma: no cover - cryptography before 47 (the floors job)
+        try:
+            context.set_tmp_ecdh(ec.SECP256R1())
+        except AttributeError:  # pyOpenSSL before 24.3 wants its own curve
+            context.set_tmp_ecdh(crypto.get_elliptic_curve("prime256v1"))
+
 
 class TLSFileError(Exception):
     """
@@ -53,12 +108,124 @@ class TLSFileError(Exception):
     """
 
 
+MAX_PEM_BYTES = 1024 * 1024
+"""The largest certificate, key or CA file read: 1 MiB holds hundreds of
+certificates, and a larger file (or ``/dev/zero``) is a mistake, refused
+without reading it."""
+
+
 def _read(path: str, what: str) -> bytes:
+    """
+    Read a regular file of at most `MAX_PEM_BYTES`.
+
+    A directory, a device or a FIFO is refused by its type before anything
+    is read from it (a FIFO could not be read again on reload anyway), and a
+    file too large by its size.
+    """
+
+    def refuse(problem: str) -> TLSFileError:
+        return TLSFileError(f"{what} {path}: {problem}")
+
     try:
-        with open(path, "rb") as file:
-            return file.read()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as error:
-        raise TLSFileError(f"{what} {path}: {error.strerror or error}") from None
+        raise refuse(error.strerror or str(error)) from None
+    try:
+        info = os.fstat(descriptor)
+        if stat.S_ISDIR(info.st_mode):
+            raise refuse("is a directory, not a PEM file")
+        if not stat.S_ISREG(info.st_mode):
+            raise refuse("is not a regular file")
+        tooLarge = refuse(
+            f"is larger than {MAX_PEM_BYTES // 1024 // 1024} MiB; "
+            "no PEM file hellotcp reads is that large"
+        )
+        if info.st_size > MAX_PEM_BYTES:
+            raise tooLarge
+        chunks: list[bytes] = []
+        size = 0
+        # Bounded: the file may grow while it is read.
+        while size <= MAX_PEM_BYTES and (
+            chunk := os.read(descriptor, MAX_PEM_BYTES + 1 - size)
+        ):
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_PEM_BYTES:
+            raise tooLarge
+        return b"".join(chunks)
+    except OSError as error:
+        raise refuse(error.strerror or str(error)) from None
+    finally:
+        os.close(descriptor)
+
+
+_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
+_END = re.compile(rb"-----END ([A-Z0-9 ]+)-----")
+_BASE64 = re.compile(rb"[A-Za-z0-9+/=]*")
+_HEADER = re.compile(rb"[A-Za-z-]+: ")
+
+
+def _pemBlocks(data: bytes, path: str, what: str) -> list[tuple[str, int, bytes]]:
+    """
+    Split PEM ``data`` into its blocks, strictly: every ``BEGIN`` line has
+    its ``END`` line, a block holds nothing but base64 (and RFC 1421
+    headers), and no boundary line stands outside a block.  Text between
+    blocks (``openssl x509 -text`` output, ``Bag Attributes``) is allowed.
+
+    OpenSSL and ``cryptography`` skip a block that is cut short, so a file
+    caught half-written would otherwise load as a shorter one.
+
+    :returns: Each block's label, first line number and PEM text.
+    :raises TLSFileError: Naming the file, the line and the problem.
+    """
+    blocks: list[tuple[str, int, bytes]] = []
+    label: bytes | None = None
+    first = 0
+    body: list[bytes] = []
+
+    def refuse(problem: str) -> TLSFileError:
+        return TLSFileError(f"{what} {path}: {problem} (a file still being written?)")
+
+    lines = data.splitlines()
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        begin = _BEGIN.fullmatch(line)
+        end = _END.fullmatch(line)
+        if label is None:
+            if begin:
+                label, first, body = begin[1], number, [line]
+            elif line.startswith(b"-"):
+                # An END line, or a BEGIN line cut short.
+                raise refuse(f"line {number} is a PEM boundary outside any block")
+            continue
+        name = label.decode()
+        if begin:
+            raise refuse(f"the {name} block of line {first} has no END line")
+        if line.startswith(b"-----") and not end:
+            raise refuse(
+                f"the {name} block of line {first} is cut short at line {number}"
+            )
+        if end:
+            if end[1] != label:
+                raise refuse(
+                    f"the {name} block of line {first} ends with "
+                    f"END {end[1].decode()} on line {number}"
+                )
+            body.append(line)
+            blocks.append((name, first, b"\n".join(body) + b"\n"))
+            label = None
+            continue
+        if not (_BASE64.fullmatch(line) or _HEADER.match(line)):
+            raise refuse(
+                f"line {number}, in the {name} block of line {first}, is not base64"
+            )
+        body.append(line)
+    if label is not None:
+        raise refuse(
+            f"the {label.decode()} block of line {first} is cut short: no END line"
+        )
+    return blocks
 
 
 def _checkValidity(certificate: x509.Certificate, path: str, what: str) -> None:
@@ -73,41 +240,79 @@ def _checkValidity(certificate: x509.Certificate, path: str, what: str) -> None:
         )
 
 
+def _describeLabels(blocks: list[tuple[str, int, bytes]]) -> str:
+    return ", only " + " and ".join(sorted({label for label, _, _ in blocks}))
+
+
 def loadCertificates(path: str, what: str = "certificate") -> list[x509.Certificate]:
     """
     Read every PEM certificate in ``path``, in order, and check that each is
-    valid now.
+    valid now.  Blocks of other kinds (a private key kept in the same file)
+    are skipped, but every block must be whole.
 
     :param what: How error messages name the file (the option's name).
-    :raises TLSFileError: The file is missing, unreadable, holds no
-        certificate, or one has expired or is not yet valid.
+    :raises TLSFileError: The file is missing, unreadable, not a regular
+        file, too large, holds a block cut short or that does not parse,
+        holds no certificate, or one has expired or is not yet valid.
     """
-    data = _read(path, what)
-    try:
-        certificates = x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise TLSFileError(f"{what} {path}: no PEM certificate in it") from None
+    blocks = _pemBlocks(_read(path, what), path, what)
+    certificates = []
+    for label, line, text in blocks:
+        if label not in ("CERTIFICATE", "X509 CERTIFICATE"):
+            continue
+        try:
+            certificates.append(x509.load_pem_x509_certificate(text))
+        except ValueError:
+            raise TLSFileError(
+                f"{what} {path}: the certificate of line {line} does not parse"
+            ) from None
+    if not certificates:
+        found = _describeLabels(blocks) if blocks else ""
+        raise TLSFileError(f"{what} {path}: no PEM certificate in it{found}")
     for certificate in certificates:
         _checkValidity(certificate, path, what)
     return certificates
+
+
+def _checkChain(chain: Sequence[x509.Certificate], path: str, what: str) -> None:
+    """
+    Check that each certificate of a chain file was issued by the next one,
+    as TLS sends them: leaf first.
+    """
+    for number, (certificate, issuer) in enumerate(itertools.pairwise(chain), 1):
+        try:
+            certificate.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature):
+            raise TLSFileError(
+                f"{what} {path}: certificate {number + 1} did not issue certificate "
+                f"{number}; put the leaf first, then each issuer in turn"
+            ) from None
 
 
 def loadPrivateKey(path: str, what: str = "private key") -> PrivateKeyTypes:
     """
     Read an unencrypted PEM private key.
 
-    :raises TLSFileError: The file is missing, unreadable, encrypted, or
-        holds no private key.
+    :raises TLSFileError: The file is missing, unreadable, not a regular
+        file, too large, holds a block cut short, is encrypted, or holds no
+        private key or more than one.
     """
-    data = _read(path, what)
+    blocks = _pemBlocks(_read(path, what), path, what)
+    keys = [(label, text) for label, _, text in blocks if label.endswith("PRIVATE KEY")]
+    if not keys:
+        found = _describeLabels(blocks) if blocks else ""
+        raise TLSFileError(f"{what} {path}: no PEM private key in it{found}")
+    if len(keys) > 1:
+        raise TLSFileError(f"{what} {path}: {len(keys)} private keys in it; give one")
+    [(label, text)] = keys
     try:
-        return serialization.load_pem_private_key(data, password=None)
+        return serialization.load_pem_private_key(text, password=None)
     except TypeError:
         raise TLSFileError(
             f"{what} {path}: the key is encrypted; hellotcp needs it unencrypted"
         ) from None
     except (ValueError, crypto.Error):
-        raise TLSFileError(f"{what} {path}: no PEM private key in it") from None
+        raise TLSFileError(f"{what} {path}: the {label} does not parse") from None
 
 
 def _publicBytes(key: PrivateKeyTypes | x509.Certificate) -> bytes:
@@ -135,6 +340,7 @@ class CertificateFiles:
         :raises TLSFileError: Naming the file and the problem.
         """
         chain = loadCertificates(self.certificate, "--certificate")
+        _checkChain(chain, self.certificate, "--certificate")
         key = loadPrivateKey(self.privateKey, "--private-key")
         if _publicBytes(key) != _publicBytes(chain[0]):
             raise TLSFileError(
@@ -180,7 +386,7 @@ class ServerTLSFiles:
             if self.clientCA
             else []
         )
-        return ssl.CertificateOptions(
+        options = ssl.CertificateOptions(
             privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
             certificate=crypto.X509.from_cryptography(chain[0]),
             extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
@@ -190,6 +396,9 @@ class ServerTLSFiles:
             raiseMinimumTo=MINIMUM_VERSION,
             acceptableCiphers=CIPHERS,
         )
+        # The options make their context once and keep it: restrict it now.
+        restrictGroups(options.getContext())
+        return options
 
 
 @implementer(IOpenSSLServerConnectionCreator)
@@ -231,10 +440,24 @@ class ReloadableServerTLS:
         Read the files again; on any problem keep the current settings and
         log one error.
 
+        Besides what a start refuses (a block cut short, a chain out of
+        order, a key that does not match), a reload refuses a certificate
+        file that has lost the intermediate certificates served until now:
+        that is what a chain file caught between the leaf and the rest looks
+        like.
+
         :returns: Whether the new files are now in use.
         """
         try:
             options = self.files.options()
+            if self._options.extraCertChain and not options.extraCertChain:
+                path = self.files.certificate.certificate
+                raise TLSFileError(
+                    f"--certificate {path} now holds the certificate without "
+                    "the intermediates served until now (a file still being "
+                    "written?); complete it and send SIGHUP again, or restart "
+                    "to serve the certificate alone"
+                )
         except TLSFileError as error:
             _log.error(
                 "TLS reload failed, still serving the previous certificate: {error}",
@@ -344,15 +567,150 @@ def clientTLS(
     )
 
 
+@implementer(IHalfCloseableProtocol)
+class HalfCloseableTLS(TLSMemoryBIOProtocol):
+    """
+    Server-side TLS that serves a client which half-closes TCP.
+
+    A client may end its message by shutting down its TCP writing side
+    without a TLS close alert (``shutdown(SHUT_WR)`` under TLS).  Twisted's
+    `TLSMemoryBIOProtocol` is not half-closeable, so the reactor closed the
+    socket at that end of file, throwing away the greeting still waiting to
+    be written.  Here the end of the client's data is passed on to the
+    wrapped protocol (its ``readConnectionLost``), which answers and closes;
+    the TCP connection is then closed only once the greeting and the TLS
+    close alert have been handed to the kernel.
+
+    A client's close alert that arrives before the answer is passed on the
+    same way (TLS 1.3 half-close).  After its own close alert this side
+    shuts down the TCP writing side too (FIN), as a plain connection does
+    after its answer: the transport's ``writeConnectionLost``, passed on to
+    the wrapped protocol, then says that the greeting has been handed to
+    the kernel, and the client's close (or reset) ends the rest.  A TCP
+    connection that closes cleanly after this side's close alert is a clean
+    end (`ConnectionDone`) whether or not the client answered the alert.
+
+    Beneath a PROXY wrapper, this class's own ``readConnectionLost`` is
+    also what stops the wrapper from calling its own method back through
+    Twisted's attribute forwarding (endless recursion).
+    """
+
+    _peerEnded = False
+    _endDelivered = False
+
+    def readConnectionLost(self) -> None:
+        """
+        The client will send nothing more: pass the end of its data on, then
+        close the TCP connection once everything written is flushed.
+        """
+        self._peerEnded = True
+        if (
+            self._lostTLSConnection
+            or self._aborted
+            or not self._handshakeDone
+            or self.disconnecting
+        ):
+            # TLS is over, never got going, or this side has closed already.
+            self._closeTransport()
+            return
+        self._deliverEnd()
+        if not self.disconnecting:
+            # The wrapped protocol can do nothing more with this connection.
+            self.loseConnection()  # type: ignore[no-untyped-call]
+
+    def _deliverEnd(self) -> None:
+        if self._endDelivered:
+            return
+        self._endDelivered = True
+        wrapped = halfCloseable(self.wrappedProtocol)
+        if wrapped is not None:
+            wrapped.readConnectionLost()
+
+    def _shutdownTLS(self) -> None:
+        connection = self._tlsConnection
+        if (
+            not self.disconnecting
+            and not self._aborted
+            and connection is not None
+            and connection.get_shutdown() & SSL.RECEIVED_SHUTDOWN
+        ):
+            # The client's close alert arrived before this side closed:
+            # its message is complete; let the protocol answer first.
+            self._deliverEnd()
+            if self.disconnecting:
+                return  # the answer's own loseConnection shut TLS down
+        super()._shutdownTLS()  # type: ignore[no-untyped-call]
+        if self._aborted:
+            return
+        if self._peerEnded:
+            # No close alert will come back from a client that has ended its
+            # side: the socket closes as soon as ours is flushed.
+            self._closeTransport()
+        elif connection is not None and connection.get_shutdown() & SSL.SENT_SHUTDOWN:
+            # Our close alert is written: end the TCP stream after it, as a
+            # plain connection half-closes after its answer.  The transport
+            # says when all of it has been handed to the kernel
+            # (writeConnectionLost), and the client's close ends the rest.
+            transport = self.transport
+            if not getattr(transport, "disconnecting", False) and not getattr(
+                transport, "_writeDisconnected", False
+            ):
+                loseWriteConnection = getattr(transport, "loseWriteConnection", None)
+                if loseWriteConnection is not None:
+                    loseWriteConnection()
+
+    def _flushSendBIO(self) -> None:
+        # Closing a transport whose writing side is already closed ends the
+        # connection at once: connectionLost runs (and lets the TLS
+        # connection go) in the middle of Twisted's own handling of the
+        # client's close alert, which then flushes again.  Nothing is left.
+        if self._tlsConnection is not None:
+            super()._flushSendBIO()  # type: ignore[no-untyped-call]
+
+    def writeConnectionLost(self) -> None:
+        """
+        The TCP stream's writing side has closed after our close alert:
+        everything written has been handed to the kernel.
+        """
+        wrapped = halfCloseable(self.wrappedProtocol)
+        if wrapped is not None:
+            wrapped.writeConnectionLost()
+
+    def _closeTransport(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        A TCP connection closed cleanly after this side's close alert was
+        flushed is a clean end, whatever the client sent (or did not send)
+        in reply.
+        """
+        if (
+            self.disconnecting
+            and not self._aborted
+            and self._handshakeDone
+            and reason.check(ConnectionDone)
+        ) or reason.check(BadProxyHeader):
+            # Nothing to diagnose at the TLS level: a clean end, or a PROXY
+            # header refused before any TLS byte was read.
+            self._lostTLSConnection = True
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
+
 class TLSServerFactory(KeepsRefusals, TLSMemoryBIOFactory):  # type: ignore[misc]
     """
-    TLS around a server factory that may refuse a connection.
+    TLS around a server factory that may refuse a connection, with
+    `HalfCloseableTLS` connections.
 
     `TLSMemoryBIOFactory` would wrap the `None` by which a factory refuses
     a connection (when its limit is reached) in a TLS protocol that then
     fails; here a refusal stays a refusal, and Twisted closes the connection
     at once.
     """
+
+    protocol = HalfCloseableTLS
 
     def __init__(
         self, settings: ReloadableServerTLS, wrappedFactory: IProtocolFactory

@@ -77,6 +77,77 @@ class CertsProgramTests(SynchronousTestCase):
             [ipaddress.ip_address("10.0.0.7")],
         )
 
+    def test_badHostnames(self) -> None:
+        """
+        An empty name, a label longer than 63 characters, a space or a
+        wildcard: one line, exit status 2, and nothing written (the names
+        are checked before the CA is made).
+        """
+        for name, problem in [
+            ("", "it is empty"),
+            ("a" * 70 + ".example", "Label too long"),
+            ("has space", "U+0020"),
+            ("x..example", "Empty Label"),
+            ("*.example", "U+002A"),
+            ("-bad.example", "hyphen"),
+            (".".join(["a" * 60] * 5), "Domain too long"),
+        ]:
+            folder = self.mktemp()
+            status, out, err = self.runProgram(folder, "--hostname", name)
+            self.assertEqual((status, out), (2, ""), name)
+            self.assertEqual(len(err.splitlines()), 1, err)
+            self.assertTrue(
+                err.startswith(f"hellotcp-certs: error: --hostname {name!r} is not"),
+                err,
+            )
+            self.assertIn(problem, err)
+            self.assertFalse(os.path.exists(folder), name)
+
+    def test_internationalName(self) -> None:
+        """
+        An internationalised name works: the certificate names its A-label,
+        which the printed command connects to; a name of 64 characters or
+        more (the most a common name holds) works too.
+        """
+        folder = self.mktemp()
+        long = "a" * 63 + ".example"
+        status, out, err = self.runProgram(
+            folder, "--hostname", "Bücher.example", "--hostname", long
+        )
+        self.assertEqual((status, err), (0, ""))
+        [leaf] = loadCertificates(os.path.join(folder, "server.pem"))
+        names = leaf.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value
+        self.assertEqual(
+            names.get_values_for_type(x509.DNSName), ["xn--bcher-kva.example", long]
+        )
+        self.assertIn("--connect tcp:xn--bcher-kva.example:5001", out)
+        self.assertIn("for Bücher.example, " + long, out)
+        folder = self.mktemp()
+        self.assertEqual(self.runProgram(folder, "--hostname", long)[0], 0)
+
+    def test_quotedCommands(self) -> None:
+        """
+        The printed commands are quoted for the shell where a path holds a
+        space, and an IPv6 address is escaped in the endpoint.
+        """
+        import shlex
+
+        folder = os.path.join(self.mktemp(), "has space")
+        status, out, _ = self.runProgram(folder, "--hostname", "::1")
+        self.assertEqual(status, 0)
+        commands = [line.strip() for line in out.splitlines() if line.startswith("  ")]
+        self.assertEqual(len(commands), 4, out)
+        for command in commands:
+            words = shlex.split(command)
+            for option in ("--certificate", "--private-key", "--ca", "--client-ca"):
+                if option in words:
+                    path = words[words.index(option) + 1]
+                    self.assertTrue(os.path.isfile(path), path)
+            if "--connect" in words:
+                self.assertEqual(words[words.index("--connect") + 1], r"tcp:\:\:1:5001")
+
     def test_unwritable(self) -> None:
         """
         A folder that cannot be made is one line and exit status 1.

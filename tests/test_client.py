@@ -11,8 +11,14 @@ from twisted.internet import defer, error
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from hellotcp.client import ClientOptions, describeFailure, endpointHost
-from hellotcp.greet import NoGreetingError
+from hellotcp.client import (
+    ClientOptions,
+    checkPort,
+    describeFailure,
+    endpointHost,
+    failureKind,
+)
+from hellotcp.greet import AnswerCutShortError, NoGreetingError
 
 
 class DescribeFailureTests(SynchronousTestCase):
@@ -92,6 +98,66 @@ class ClientOptionsTests(SynchronousTestCase):
             "--tls needs --server-name for unix:/tmp/s",
         )
 
+    def test_numbers(self) -> None:
+        """
+        Every number is bounded as it is parsed: a 400-digit count or
+        concurrency, NaN, infinity, a negative or too large value are each
+        one line.
+        """
+        huge = "9" * 400
+        self.assertRefused(
+            ["--count", huge],
+            f"--count must be a whole number 0 or more and at most 1000000000, "
+            f"not '{huge[:40]}...'",
+        )
+        self.assertRefused(
+            ["--concurrency", huge],
+            "--concurrency must be a whole number greater than 0 and at most "
+            f"10000, not '{huge[:40]}...'",
+        )
+        self.assertRefused(
+            ["--interval", "nan"], "--interval must be a number 0 or more, not 'nan'"
+        )
+        self.assertRefused(
+            ["--timeout", "inf"],
+            "--timeout must be a number greater than 0 and at most 86400, not 'inf'",
+        )
+        self.assertRefused(
+            ["--interval", "-1"], "--interval must be a number 0 or more, not '-1'"
+        )
+
+    def test_ports(self) -> None:
+        """
+        A port out of range in ``--connect`` is a mistake on the command
+        line (exit status 2), found before connecting.
+        """
+        for description, port in [
+            ("tcp:127.0.0.1:99999", "99999"),
+            ("tcp:127.0.0.1:0", "0"),
+            ("tcp:host=127.0.0.1:port=-1", "-1"),
+            ("tls:localhost:70000", "70000"),
+            ("tcp:localhost:five", "five"),
+        ]:
+            self.assertRefused(
+                ["--connect", description],
+                f"--connect {description}: the port must be a whole number "
+                f"from 1 to 65535, not '{port}'",
+            )
+        checkPort("tcp:127.0.0.1:65535")
+        checkPort("unix:/tmp/s")
+
+    def test_messageBytes(self) -> None:
+        """
+        A message that is not UTF-8 (argv holds it as surrogates) is sent
+        as the bytes given; text as UTF-8.
+        """
+        options = ClientOptions()
+        options.parseOptions(["--message", "\udcff\udcfe"])
+        self.assertEqual(options["message-bytes"], b"\xff\xfe")
+        options = ClientOptions()
+        options.parseOptions(["--message", "héllo"])
+        self.assertEqual(options["message-bytes"], "héllo".encode())
+
     def test_serverNameDefault(self) -> None:
         """
         The name verified defaults to the endpoint's host.
@@ -99,6 +165,30 @@ class ClientOptionsTests(SynchronousTestCase):
         options = ClientOptions()
         options.parseOptions(["--tls", "--connect", "tcp:host=example.test:port=5"])
         self.assertEqual(options["server-name"], "example.test")
+
+
+class CutShortTests(SynchronousTestCase):
+    """
+    An answer cut short by a reset is a failure of its own kind.
+    """
+
+    def test_reset(self) -> None:
+        """
+        It is counted as ``reset`` and described with what arrived.
+        """
+        from twisted.internet.error import ConnectionLost
+
+        options = ClientOptions()
+        options.parseOptions(["--connect", "tcp:example.test:5000"])
+        failure = Failure(
+            AnswerCutShortError(b"Hello, cl\x1b", Failure(ConnectionLost()))
+        )
+        self.assertEqual(failureKind(failure), "reset")
+        self.assertEqual(
+            describeFailure(failure, options),
+            "tcp:example.test:5000: the connection was reset after 10 bytes of "
+            'the answer: "Hello, cl\\x1b"',
+        )
 
 
 class EndpointHostTests(SynchronousTestCase):

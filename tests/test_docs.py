@@ -221,3 +221,24 @@ class ExampleTests(DocTestCase):
             timeout=TIMEOUT,
         )
         self.assertEqual((result.returncode, result.stdout), (0, b"Hello, client!\n"))
+
+    def test_greetOnceNoServer(self) -> None:
+        """
+        With no server to greet, the client example says why in one line
+        and exits 1, without a traceback.
+        """
+        result = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(EXAMPLES, "greet_once.py"),
+                f"tcp:127.0.0.1:{freePort()}",
+            ],
+            cwd=self.folder,
+            env=self.env,
+            capture_output=True,
+            timeout=TIMEOUT,
+        )
+        self.assertEqual((result.returncode, result.stdout), (1, b""))
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        self.assertIn(b"refused", result.stderr)
+        self.assertNotIn(b"Traceback", result.stderr)

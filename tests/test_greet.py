@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides, implementer
 
 from hellotcp.greet import (
+    AnswerCutShortError,
     HelloClientProtocol,
     NoGreetingError,
     ResponseTooLongError,
@@ -80,6 +81,34 @@ class ClientProtocolTests(SynchronousTestCase):
         client.makeConnection(HalfCloseableTransport())
         client.connectionLost(Failure(ConnectionLost()))
         self.failureResultOf(client.response, ConnectionLost)
+
+    def test_answerCutShort(self) -> None:
+        """
+        Part of an answer, then a reset over plain TCP: the response fails
+        with `AnswerCutShortError`, which keeps what arrived, rather than
+        passing the part for the answer.
+        """
+        client = HelloClientProtocol(b"Hi")
+        client.makeConnection(HalfCloseableTransport())
+        client.dataReceived(b"Hello, cl")
+        client.connectionLost(Failure(ConnectionLost()))
+        failure = self.failureResultOf(client.response, AnswerCutShortError)
+        self.assertEqual(failure.value.received, b"Hello, cl")
+        self.assertIn("reset after 9 bytes of the answer", str(failure.value))
+
+    def test_tlsWithoutCloseNotify(self) -> None:
+        """
+        Over TLS, an answer whose stream ends without close_notify (which
+        Twisted reports as a lost connection) is the answer: many TLS
+        servers close that way, and the records arrived whole.
+        """
+        client = HelloClientProtocol(b"Hi")
+        transport = HalfCloseableTransport()
+        alsoProvides(transport, ISSLTransport)
+        client.makeConnection(transport)
+        client.dataReceived(b"Hello, client!")
+        client.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(self.successResultOf(client.response), b"Hello, client!")
 
     def test_tooLong(self) -> None:
         """

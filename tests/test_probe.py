@@ -6,7 +6,7 @@ statistics, on in-memory transports and a fake clock.
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -142,6 +142,27 @@ class ProbeTests(SynchronousTestCase):
             (record.outcome, record.response), ("greeted", b"Hello, client!")
         )
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_answerCutShort(self) -> None:
+        """
+        Part of an answer, then a reset: a failed exchange (not greeted),
+        whose record keeps the part received.
+        """
+        clock = Clock()
+        endpoint = InstantEndpoint()
+        result = probe(clock, endpoint, 1, b"Hi", 2.0, None, describe)
+        assert endpoint.protocol is not None
+        endpoint.protocol.dataReceived(b"Hello, cl")
+        endpoint.protocol.connectionLost(Failure(ConnectionLost()))
+        record = self.successResultOf(result)
+        self.assertEqual(
+            (record.outcome, record.response, record.closedBy),
+            ("AnswerCutShortError", b"Hello, cl", "reset"),
+        )
+        self.assertIn("RST", drawExchange(record))
+        statistics = Statistics()
+        statistics.add(record)
+        self.assertEqual((statistics.sent, statistics.exitStatus()), (1, 2))
 
 
 class DrawingTests(SynchronousTestCase):

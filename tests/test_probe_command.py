@@ -8,15 +8,75 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import struct
 import subprocess
 import time
+from collections.abc import Callable
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
 from .pki import PKI
-from .support import TIMEOUT, CommandTestCase, command, freePort
+from .support import TIMEOUT, CommandTestCase, command, freePort, inThread
 from .test_tls_interop import tlsListen, verifiedClient
+
+
+def resetAfter(answer: bytes) -> Callable[[socket.socket], None]:
+    """
+    A hostile server's way with one connection: read the message to its
+    end, send ``answer`` (part of a greeting), then reset the connection
+    (``SO_LINGER`` 0: an RST, not a FIN).
+    """
+
+    def serve(connection: socket.socket) -> None:
+        while connection.recv(65536):
+            pass
+        connection.sendall(answer)
+        connection.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+
+    return serve
+
+
+def greetAfter(received: list[bytes]) -> Callable[[socket.socket], None]:
+    """
+    A server's way with one connection: keep the message, then greet.
+    """
+
+    def serve(connection: socket.socket) -> None:
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+        received.append(b"".join(chunks))
+        connection.sendall(b"Hello, client!")
+
+    return serve
+
+
+def serveInThread(
+    connections: int, serve: Callable[[socket.socket], None]
+) -> tuple[int, Deferred[None]]:
+    """
+    Listen on a loopback port and handle ``connections`` connections with
+    ``serve``, in a thread, each bounded by `TIMEOUT`.
+
+    :returns: The port, and a `Deferred` that fires when all are handled.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(TIMEOUT)
+
+    def run() -> None:
+        with listener:
+            for _ in range(connections):
+                connection, _ = listener.accept()
+                with connection:
+                    connection.settimeout(TIMEOUT)
+                    serve(connection)
+
+    return listener.getsockname()[1], inThread(run)
 
 
 class ProbeCommandTests(CommandTestCase):
@@ -189,3 +249,101 @@ class ProbeCommandTests(CommandTestCase):
         self.assertLess(time.monotonic() - started, TIMEOUT)
         self.assertEqual(json.loads(result.stdout)["seq"], 1)
         self.assertEqual(result.stderr, b"")
+
+    async def test_answerCutShortByReset(self) -> None:
+        """
+        ``Hello, cl`` then a reset is not a greeting: the probe counts it
+        failed (``reset``) and exits non-zero; one exchange says why in one
+        line and exits 1, printing nothing as the answer.
+        """
+        port, served = serveInThread(2, resetAfter(b"Hello, cl"))
+        where = f"tcp:127.0.0.1:{port}"
+        status, out, err = await self.client("--connect", where, "--count", "1")
+        self.assertEqual((status, err), (2, ""), out)
+        self.assertIn(f"from {where}: seq=1 reset: ", out)
+        self.assertIn("1 sent, 0 greeted, 1 failed (reset: 1)", out)
+        status, out, err = await self.client("--connect", where)
+        self.assertEqual((status, out), (1, ""))
+        self.assertEqual(
+            err,
+            f"hellotcp-client: error: {where}: the connection was reset after 9 "
+            "bytes of the answer: "
+            '"Hello, cl"\n',
+        )
+        await served
+
+    async def test_messageNotUTF8(self) -> None:
+        """
+        ``--message $'\\xff'`` is sent as that byte, in each mode, and
+        greeted: never a silent ``0 sent`` success.
+        """
+        received: list[bytes] = []
+        port, served = serveInThread(4, greetAfter(received))
+        where = f"tcp:127.0.0.1:{port}"
+        for mode in ([], ["--count", "1"], ["--json"], ["--trace"]):
+            status, out, err = await self.client(
+                "--connect", where, "--message", "\udcff", *mode
+            )
+            self.assertEqual((status, err), (0, ""), mode)
+            self.assertIn("Hello, client!", out)
+            if mode == ["--count", "1"]:
+                self.assertIn("1 sent, 1 greeted, 0 failed", out)
+            if mode == ["--json"]:
+                self.assertEqual(json.loads(out.splitlines()[0])["sent_bytes"], 1)
+        await served
+        self.assertEqual(received, [b"\xff"] * 4)
+
+    async def test_terminate(self) -> None:
+        """
+        SIGTERM during ``--count 0`` stops the run as Ctrl-C does: the
+        summary is printed and the exit status says that nothing was
+        greeted (2), not 0.
+        """
+        process = self.spawn(
+            [
+                command("hellotcp-client"),
+                "--connect",
+                f"tcp:127.0.0.1:{freePort()}",
+                "--count",
+                "0",
+                "--interval",
+                "0.05",
+            ]
+        )
+        for _ in range(int(TIMEOUT / 0.05)):
+            if process.out.count(b"seq=") >= 3:
+                break
+            await deferLater(reactor, 0.05)
+        process.transport.signalProcess("TERM")  # type: ignore[union-attr]
+        status = await process.ended.addTimeout(TIMEOUT, reactor)
+        out = process.out.decode()
+        self.assertEqual((status, process.err), (2, b""), out)
+        self.assertIn("hellotcp statistics", out)
+        self.assertIn("0 greeted", out)
+
+    async def test_terminateOneExchange(self) -> None:
+        """
+        SIGTERM while one exchange waits for its answer: one line, exit
+        status 1, not a silent 0.
+        """
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        where = f"tcp:127.0.0.1:{listener.getsockname()[1]}"
+        process = self.spawn([command("hellotcp-client"), "--connect", where])
+        # The connection is accepted by the kernel (the backlog) and never
+        # answered; wait until the client has connected.
+        listener.settimeout(TIMEOUT)
+        connection, _ = await inThread(listener.accept)
+        self.addCleanup(connection.close)
+        connection.settimeout(TIMEOUT)
+        await inThread(connection.recv, 100)
+        process.transport.signalProcess("TERM")  # type: ignore[union-attr]
+        status = await process.ended.addTimeout(TIMEOUT, reactor)
+        self.assertEqual(
+            (status, process.out, process.err.decode()),
+            (
+                1,
+                b"",
+                f"hellotcp-client: error: stopped by SIGTERM before {where} answered\n",
+            ),
+        )

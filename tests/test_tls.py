@@ -5,14 +5,17 @@ settings and their reload, and the client settings.
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 
 from OpenSSL import SSL
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import Logger
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from hellotcp import tls
 from hellotcp._tlserror import describeTLSError
@@ -29,6 +32,8 @@ from hellotcp.tls import (
 )
 
 from .pki import PKI
+from .support import TIMEOUT, CommandTestCase, command, freePort, inThread, readToEnd
+from .test_tls_interop import tlsListen
 
 _pki: PKI | None = None
 
@@ -42,6 +47,83 @@ def pki() -> PKI:
     if _pki is None:
         _pki = PKI()
     return _pki
+
+
+def chainPKI(folder: str) -> dict[str, str]:
+    """
+    A root CA, an intermediate CA it issued, and a server certificate for
+    localhost and 127.0.0.1 the intermediate issued, written into ``folder``.
+
+    :returns: Paths: ``root`` (the root alone, what clients trust), ``chain``
+        (leaf then intermediate), ``leaf`` (the leaf alone), ``intermediate``
+        (the intermediate alone) and ``key`` (the leaf's key).
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from hellotcp.certs import Issued, issue, writeFile
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def authority(name: str, issuer: Issued | None) -> Issued:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, name)])
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer.certificate.subject if issuer else subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(
+                x509.BasicConstraints(ca=True, path_length=None), critical=True
+            )
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            # Python 3.13's strict verification wants both key identifiers.
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    (issuer.key if issuer else key).public_key()
+                ),
+                critical=False,
+            )
+            .sign(issuer.key if issuer else key, hashes.SHA256())
+        )
+        return Issued(certificate, key)
+
+    root = authority("test root", None)
+    intermediate = authority("test intermediate", root)
+    leaf = issue(intermediate, "localhost", ["localhost", "127.0.0.1"], days=30)
+    paths = {
+        name: os.path.join(folder, f"{name}.pem")
+        for name in ("root", "chain", "leaf", "intermediate", "key")
+    }
+    writeFile(paths["root"], root.certificatePEM())
+    writeFile(paths["chain"], leaf.certificatePEM() + intermediate.certificatePEM())
+    writeFile(paths["leaf"], leaf.certificatePEM())
+    writeFile(paths["intermediate"], intermediate.certificatePEM())
+    writeFile(paths["key"], leaf.keyPEM(), private=True)
+    return paths
 
 
 class LoadingTests(SynchronousTestCase):
@@ -75,10 +157,12 @@ class LoadingTests(SynchronousTestCase):
         """
         certificate, key = pki().server
         self.assertRefused(
-            f"certificate {key}: no PEM certificate in it", loadCertificates, key
+            f"certificate {key}: no PEM certificate in it, only PRIVATE KEY",
+            loadCertificates,
+            key,
         )
         self.assertRefused(
-            f"private key {certificate}: no PEM private key in it",
+            f"private key {certificate}: no PEM private key in it, only CERTIFICATE",
             loadPrivateKey,
             certificate,
         )
@@ -235,6 +319,340 @@ class ServerSettingsTests(SynchronousTestCase):
         self.assertIsNone(secure.buildProtocol(peer))
 
 
+class StrictPEMTests(SynchronousTestCase):
+    """
+    A file whose PEM blocks are not all whole is refused, naming the file
+    and the line: OpenSSL alone would skip a block cut short and load what
+    is left.
+    """
+
+    def setUp(self) -> None:
+        self.folder = self.mktemp()
+        os.makedirs(self.folder)
+        self.paths = chainPKI(self.folder)
+        with open(self.paths["chain"], "rb") as file:
+            self.chain = file.read()
+        with open(self.paths["leaf"], "rb") as file:
+            self.leaf = file.read()
+
+    def write(self, data: bytes) -> str:
+        """
+        Write ``data`` to a new file of this test.
+        """
+        path = os.path.join(self.folder, f"case-{len(os.listdir(self.folder))}.pem")
+        with open(path, "wb") as file:
+            file.write(data)
+        return path
+
+    def assertRefused(
+        self, data: bytes, expected: str, what: str = "certificate"
+    ) -> None:
+        """
+        ``data`` as a certificate (or key) file is refused with one line
+        holding ``expected`` and the path.
+        """
+        path = self.write(data)
+        load = loadCertificates if what == "certificate" else loadPrivateKey
+        with self.assertRaises(TLSFileError) as raised:
+            load(path)
+        message = str(raised.exception)
+        self.assertIn(expected, message)
+        self.assertIn(path, message)
+        self.assertEqual(len(message.splitlines()), 1)
+
+    def test_wholeChainLoads(self) -> None:
+        """
+        The whole chain loads, leaf first, with text around the blocks
+        (as ``openssl`` writes it) allowed.
+        """
+        [leaf, intermediate] = loadCertificates(
+            self.write(b"subject=CN = localhost\n" + self.chain + b"\n\n")
+        )
+        self.assertEqual(leaf.issuer, intermediate.subject)
+        chain = loadCertificates(self.write(self.chain.replace(b"\n", b"\r\n")))
+        self.assertEqual(len(chain), 2)
+
+    def test_cutInsideSecondBlock(self) -> None:
+        """
+        A chain cut inside its second block (the leaf whole, the
+        intermediate's base64 partly written), which OpenSSL would load as
+        the leaf alone, is refused.
+        """
+        from cryptography import x509
+
+        cut = self.chain[: len(self.leaf) + 100]
+        self.assertEqual(len(x509.load_pem_x509_certificates(cut)), 1)
+        self.assertRefused(cut, "the CERTIFICATE block of line 12 is cut short")
+
+    def test_cutEveryWhere(self) -> None:
+        """
+        Cut at any byte inside the second block, the file is refused.
+        """
+        for end in range(len(self.leaf) + 1, len(self.chain) - 1, 7):
+            path = self.write(self.chain[:end])
+            try:
+                loadCertificates(path)
+            except TLSFileError:
+                pass
+            else:
+                self.fail(f"cut at {end}: {self.chain[end - 30 : end]!r}")
+
+    def test_cutEndLine(self) -> None:
+        """
+        An END line cut short is not an END line.
+        """
+        self.assertRefused(self.chain[:-10], "cut short")
+
+    def test_beginWithoutEnd(self) -> None:
+        """
+        A block that starts before the previous one ended is refused.
+        """
+        broken = self.leaf[:200] + b"\n" + self.chain[len(self.leaf) :]
+        self.assertRefused(broken, "has no END line")
+
+    def test_strayBoundary(self) -> None:
+        """
+        An END line, or half a boundary, outside any block is refused.
+        """
+        self.assertRefused(
+            self.leaf + b"-----END CERTIFICATE-----\n", "outside any block"
+        )
+        self.assertRefused(self.leaf + b"-----BEGIN CERT\n", "outside any block")
+
+    def test_mismatchedEnd(self) -> None:
+        """
+        A block that ends with another kind's END line is refused.
+        """
+        self.assertRefused(
+            self.leaf.replace(b"END CERTIFICATE", b"END PRIVATE KEY"),
+            "ends with END PRIVATE KEY",
+        )
+
+    def test_notBase64(self) -> None:
+        """
+        Text that is not base64 inside a block is refused.
+        """
+        lines = self.leaf.splitlines()
+        lines.insert(3, b"this is not base64!")
+        self.assertRefused(b"\n".join(lines), "line 4")
+
+    def test_blockDoesNotParse(self) -> None:
+        """
+        A whole block whose content is not a certificate is refused.
+        """
+        lines = self.leaf.splitlines()
+        lines[1] = b"A" * len(lines[1])
+        self.assertRefused(b"\n".join(lines) + b"\n", "line 1 does not parse")
+
+    def test_keyCut(self) -> None:
+        """
+        A key file cut short is refused as well.
+        """
+        with open(self.paths["key"], "rb") as file:
+            key = file.read()
+        self.assertRefused(key[:-30], "cut short", what="key")
+
+    def test_keyDoesNotParse(self) -> None:
+        """
+        A whole key block whose content is not a key is refused.
+        """
+        with open(self.paths["key"], "rb") as file:
+            lines = file.read().splitlines()
+        lines[1] = b"A" * len(lines[1])
+        self.assertRefused(
+            b"\n".join(lines) + b"\n", "the PRIVATE KEY does not parse", what="key"
+        )
+
+    def test_twoKeys(self) -> None:
+        """
+        A key file holding two keys is refused: which one is meant?
+        """
+        with open(self.paths["key"], "rb") as file:
+            key = file.read()
+        self.assertRefused(key + key, "2 private keys", what="key")
+
+    def test_keyBesideCertificate(self) -> None:
+        """
+        A certificate file that also holds the key (one file for both)
+        loads; the key file may hold the certificate too.
+        """
+        with open(self.paths["key"], "rb") as file:
+            key = file.read()
+        both = self.write(self.chain + key)
+        self.assertEqual(len(loadCertificates(both)), 2)
+        loadPrivateKey(both)
+        CertificateFiles(both, both).load()
+
+    def test_chainOutOfOrder(self) -> None:
+        """
+        A chain whose second certificate did not issue the first is refused
+        when loaded as a server's certificate.
+        """
+        with open(self.paths["intermediate"], "rb") as file:
+            intermediate = file.read()
+        path = self.write(intermediate + self.leaf)
+        with self.assertRaises(TLSFileError) as raised:
+            CertificateFiles(path, self.paths["key"]).load()
+        self.assertIn(
+            "certificate 2 did not issue certificate 1", str(raised.exception)
+        )
+        with open(pki().server[0], "rb") as file:
+            other = file.read()
+        path = self.write(self.leaf + other)
+        with self.assertRaises(TLSFileError) as raised:
+            CertificateFiles(path, self.paths["key"]).load()
+        self.assertIn("did not issue", str(raised.exception))
+
+
+class FileKindTests(SynchronousTestCase):
+    """
+    What is not a PEM file of sensible size is refused by its kind or size
+    before it is read: a directory, a device, a FIFO, a huge file.
+    """
+
+    def assertRefused(self, path: str, expected: str) -> None:
+        """
+        Both loaders refuse ``path`` with one line holding ``expected``.
+        """
+        for load in (loadCertificates, loadPrivateKey):
+            with self.assertRaises(TLSFileError) as raised:
+                load(path)
+            self.assertIn(f"{path}: {expected}", str(raised.exception))
+
+    def test_directory(self) -> None:
+        """
+        A directory is named as one.
+        """
+        self.assertRefused(pki().folder, "is a directory")
+
+    def test_devZero(self) -> None:
+        """
+        ``/dev/zero``, which never ends, is refused at once.
+        """
+        self.assertRefused("/dev/zero", "is not a regular file")
+
+    def test_fifo(self) -> None:
+        """
+        A FIFO with no writer is refused without waiting for one.
+        """
+        path = self.mktemp()
+        os.mkfifo(path)
+        self.assertTrue(stat.S_ISFIFO(os.stat(path).st_mode))
+        self.assertRefused(path, "is not a regular file")
+
+    def test_huge(self) -> None:
+        """
+        A 100 MB file (sparse: it takes no disk) is refused by its size.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as file:
+            file.truncate(100 * 1000 * 1000)
+        self.assertRefused(path, "is larger than 1 MiB")
+
+    def test_justLargeEnough(self) -> None:
+        """
+        A certificate followed by text up to 1 MiB in all still loads.
+        """
+        path = self.mktemp()
+        with open(pki().ca, "rb") as file:
+            data = file.read()
+        with open(path, "wb") as file:
+            file.write(data + b"#" * (tls.MAX_PEM_BYTES - len(data)))
+        self.assertEqual(len(loadCertificates(path)), 1)
+        with open(path, "ab") as file:
+            file.write(b"#")
+        self.assertRefused(path, "is larger than 1 MiB")
+
+    def test_grewWhileRead(self) -> None:
+        """
+        A file that grows past 1 MiB after its size was checked is still
+        read no further than that, and refused.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as file:
+            file.truncate(tls.MAX_PEM_BYTES * 3)
+        real = os.fstat
+
+        def smaller(descriptor: int) -> os.stat_result:
+            fields = list(real(descriptor))
+            fields[stat.ST_SIZE] = 100
+            return os.stat_result(fields)
+
+        self.patch(os, "fstat", smaller)
+        self.assertRefused(path, "is larger than 1 MiB")
+
+    def test_readError(self) -> None:
+        """
+        An error while reading (EIO) is named like one while opening.
+        """
+        import errno
+
+        def failing(descriptor: int, size: int) -> bytes:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        self.patch(os, "read", failing)
+        self.assertRefused(pki().ca, "Input/output error")
+
+    def test_unreadable(self) -> None:
+        """
+        A file that cannot be opened is named with the system's reason.
+        """
+        if os.geteuid() == 0:
+            raise SkipTest("root reads every file")
+        path = self.mktemp()
+        with open(path, "wb"):
+            pass
+        os.chmod(path, 0)
+        self.assertRefused(path, "Permission denied")
+
+
+class ChainReloadTests(SynchronousTestCase):
+    """
+    A reload refuses a chain file caught half-written, keeping what it
+    serves, and takes it once it is whole.
+    """
+
+    def test_halfWrittenChain(self) -> None:
+        """
+        Rewritten in place (truncated, the leaf written, the intermediate
+        not yet), the chain file is refused at each stage, with one error
+        each; once whole again, it reloads.
+        """
+        events = EventLoggingObserver()
+        self.patch(tls, "_log", Logger(observer=events))
+        folder = self.mktemp()
+        os.makedirs(folder)
+        paths = chainPKI(folder)
+        with open(paths["chain"], "rb") as file:
+            chain = file.read()
+        with open(paths["leaf"], "rb") as file:
+            leaf = file.read()
+        settings = ReloadableServerTLS(
+            ServerTLSFiles(CertificateFiles(paths["chain"], paths["key"]))
+        )
+        served = settings._options
+        self.assertEqual(len(served.extraCertChain), 1)
+        for stage in (b"", leaf[:300], leaf, chain[: len(leaf) + 64]):
+            with open(paths["chain"], "wb") as file:
+                file.write(stage)
+            self.assertFalse(settings.reload(), stage)
+            self.assertIs(settings._options, served)
+        with open(paths["chain"], "wb") as file:
+            file.write(chain)
+        self.assertTrue(settings.reload())
+        self.assertEqual(len(settings._options.extraCertChain), 1)
+        outcomes = [event["outcome"] for event in events]
+        self.assertEqual(outcomes, ["reload-failed"] * 4 + ["reloaded"])
+        errors = [event["error"] for event in events[:4]]
+        self.assertIn("no PEM certificate in it", errors[0])
+        self.assertIn("cut short", errors[1])
+        self.assertIn("without the intermediates served until now", errors[2])
+        self.assertIn("cut short", errors[3])
+        for error in errors:
+            self.assertEqual(len(error.splitlines()), 1)
+            self.assertIn(paths["chain"], error)
+
+
 class ClientSettingsTests(SynchronousTestCase):
     """
     `clientTLS`.
@@ -271,3 +689,90 @@ class DescribeTLSErrorTests(SynchronousTestCase):
         self.assertEqual(describeTLSError(error), "certificate verify failed")
         self.assertEqual(describeTLSError(SSL.Error()), "TLS error")
         self.assertEqual(describeTLSError(ValueError("odd")), "odd")
+
+
+def rootOnlyClient(port: int, root: str) -> bytes:
+    """
+    An ordinary Python ``ssl`` client that trusts only ``root``: it needs the
+    server to send the intermediate.  It sends its line and reads the
+    answer to the end.
+    """
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=root)
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as sock:
+            sock.sendall(b"Hello, server!\n")
+            return readToEnd(sock)
+
+
+class ChainRewrittenInPlaceTests(CommandTestCase):
+    """
+    ``twist hellotcp`` whose chain file is rewritten in place, a SIGHUP
+    arriving between the leaf and the intermediate.
+    """
+
+    async def waitForLog(self, log: str, text: str, count: int) -> None:
+        """
+        Wait until ``text`` appears ``count`` times in the file ``log``.
+        """
+        for _ in range(int(TIMEOUT / 0.05)):
+            if os.path.exists(log):
+                with open(log, errors="replace") as file:
+                    if file.read().count(text) >= count:
+                        return
+            await deferLater(reactor, 0.05)
+        self.fail(f"{text!r} never logged {count} times")
+
+    async def test_halfWrittenChainRefused(self) -> None:
+        """
+        The reload is refused in one line, clients that trust only the root
+        keep being greeted, and a SIGHUP once the file is whole reloads it.
+        """
+        paths = chainPKI(self.folder)
+        port = freePort()
+        log = os.path.join(self.folder, "server.log")
+        server = await self.startServer(
+            [
+                command("twist"),
+                "--log-format=text",
+                f"--log-file={log}",
+                "hellotcp",
+                *tlsListen(port, paths["chain"], paths["key"]),
+            ],
+            port,
+        )
+        server.allowedErrors = ["TLS reload failed"]
+        self.assertEqual(
+            await inThread(rootOnlyClient, port, paths["root"]), b"Hello, client!"
+        )
+        with open(paths["chain"], "rb") as file:
+            chain = file.read()
+        with open(paths["leaf"], "rb") as file:
+            leaf = file.read()
+        with open(paths["chain"], "r+b") as file:
+            file.truncate(0)
+            file.write(leaf)
+            file.flush()
+            server.transport.signalProcess("HUP")  # type: ignore[union-attr]
+            await self.waitForLog(log, "TLS reload failed", 1)
+            for _ in range(3):
+                self.assertEqual(
+                    await inThread(rootOnlyClient, port, paths["root"]),
+                    b"Hello, client!",
+                )
+            file.write(chain[len(leaf) :])
+        server.transport.signalProcess("HUP")  # type: ignore[union-attr]
+        await self.waitForLog(log, "TLS certificate reloaded", 1)
+        self.assertEqual(
+            await inThread(rootOnlyClient, port, paths["root"]), b"Hello, client!"
+        )
+        server.transport.signalProcess("TERM")  # type: ignore[union-attr]
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+        with open(log) as file:
+            text = file.read()
+        [refused] = [line for line in text.splitlines() if "TLS reload" in line]
+        self.assertIn(paths["chain"], refused)
+        self.assertIn("without the intermediates served until now", refused)
+        self.assertEqual(text.count("TLS certificate reloaded"), 1)
