@@ -6,8 +6,10 @@ errors.
 
 from __future__ import annotations
 
+import atexit
 import resource
 import signal
+from collections.abc import Callable
 from types import FrameType
 from typing import cast
 
@@ -131,6 +133,8 @@ class HelloService(MultiService):
     :ivar backlog: The listen queue length of endpoints that do not set one.
     :ivar tls: The TLS settings of the TLS listeners, reloaded on SIGHUP.
 
+    :param handleSignals: Take over SIGTERM and SIGINT once the reactor runs
+        (SIGHUP is taken by `holdHangUps`, as soon as the service is built).
     :param worker: Run as one of several workers (see `hellotcp.workers`):
         SIGINT is left to the parent, which passes SIGTERM on.
     """
@@ -214,12 +218,18 @@ class HelloService(MultiService):
 
     def startService(self) -> None:
         """
-        Listen on every endpoint not listening yet, and take over SIGTERM and
-        SIGINT once the reactor runs.
+        Take over SIGTERM and SIGINT, and listen on every endpoint not
+        listening yet.
+
+        The signals are taken now, so that one that comes before the reactor
+        runs is a graceful stop as soon as it does (not death by the
+        signal), and again once it runs, since the reactor installs its own
+        handlers as it starts.
         """
-        self._startListeners(privileged=False)
         if self._handleSignals:
+            self._takeOverSignals()
             self._reactor.callWhenRunning(self._takeOverSignals)
+        self._startListeners(privileged=False)
 
     def _startListeners(self, privileged: bool) -> None:
         # MultiService's own start methods would let the first error escape
@@ -266,12 +276,20 @@ class HelloService(MultiService):
         signal.signal(
             signal.SIGINT, signal.SIG_IGN if self._worker else self._stopOnSignal
         )
-        if self.tls is not None:
-            signal.signal(signal.SIGHUP, self._reloadOnSignal)
+        # A worker's parent starts it with these blocked (see
+        # hellotcp.workers): one that came meanwhile is handled now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
-    def _reloadOnSignal(self, number: int, frame: FrameType | None) -> None:
-        fromThreads = cast(IReactorFromThreads, self._reactor)
-        fromThreads.callFromThread(self.reloadTLS)
+    def hangUp(self) -> None:
+        """
+        What SIGHUP does (see `holdHangUps`): read the TLS files again, or,
+        without TLS, say that there is nothing to reload; one log line
+        either way, and the server goes on serving.
+        """
+        if self.tls is None:
+            _log.info("SIGHUP: no TLS files to reload")
+            return
+        self.reloadTLS()
 
     def reloadTLS(self) -> bool:
         """
@@ -302,6 +320,59 @@ class HelloService(MultiService):
             timeout=self.shutdownTimeout,
         )
         self._reactor.stop()
+
+
+_ignoreHangUpsAtExit = False
+
+
+def _ignoreHangUps() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def holdHangUps(
+    reactor: IReactorFromThreads, onHangUp: Callable[[], object]
+) -> Callable[[], None]:
+    """
+    Make SIGHUP safe in this process from now until it exits: each one
+    calls ``onHangUp`` in the reactor's loop (at once if the reactor runs,
+    else as soon as it does), and nothing else happens.
+
+    ``twist hellotcp`` calls this when it builds its service, before it
+    listens and before the reactor runs.  A SIGHUP that a parent held back
+    while it started this process (see `hellotcp.workers`) is let through
+    here, and handled.  Signals that arrive while one is waiting for the
+    reactor count once.  When the process exits, SIGHUP is ignored:
+    otherwise Python would restore its default action (death, status 129)
+    while the interpreter shuts down, after a clean stop.
+
+    :returns: A function that restores the previous handler (for tests).
+    """
+    global _ignoreHangUpsAtExit
+    waiting = False
+
+    def handled() -> None:
+        nonlocal waiting
+        waiting = False
+        onHangUp()
+
+    def onSignal(number: int, frame: FrameType | None) -> None:
+        # A signal handler may run between any two bytecodes of the reactor;
+        # the work is handed to the reactor's own loop.
+        nonlocal waiting
+        if not waiting:
+            waiting = True
+            reactor.callFromThread(handled)
+
+    previous = signal.signal(signal.SIGHUP, onSignal)
+    if not _ignoreHangUpsAtExit:
+        _ignoreHangUpsAtExit = True
+        atexit.register(_ignoreHangUps)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+
+    def restore() -> None:
+        signal.signal(signal.SIGHUP, previous)
+
+    return restore
 
 
 def raiseFileLimit(needed: int) -> int:

@@ -7,14 +7,15 @@ to a running service.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from typing import Any, cast
 
 from attrs import evolve
+from twisted.application.service import Service
 from twisted.application.strports import service as listenerService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorCore, IReactorTime
@@ -23,9 +24,16 @@ from twisted.python import usage
 
 from . import metrics
 from ._options import OneLineErrorOptions, number
+from .metricspage import MAX_CONNECTIONS as METRICS_MAX_CONNECTIONS
 from .metricspage import metricsSite
 from .protocol import DEFAULT_GREETING, HelloServerFactory, ServerSettings
-from .service import DEFAULT_BACKLOG, HelloService, raiseFileLimit, withBacklog
+from .service import (
+    DEFAULT_BACKLOG,
+    HelloService,
+    holdHangUps,
+    raiseFileLimit,
+    withBacklog,
+)
 from .tls import CertificateFiles, ReloadableServerTLS, ServerTLSFiles, TLSFileError
 from .workers import (
     WorkerCommand,
@@ -33,6 +41,7 @@ from .workers import (
     checkAdoptable,
     dieWithParent,
     inheritedListeners,
+    reportReady,
     stampLogs,
     thisWorker,
     workerCount,
@@ -41,6 +50,18 @@ from .workers import (
 DEFAULT_LISTEN = "tcp:5000:interface=127.0.0.1"
 """Where the server listens unless told otherwise: the classic server's
 address, on loopback only."""
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""The largest ``--max-message-bytes``: 16 MiB."""
+
+MAX_CONNECTIONS = 1_000_000
+"""The largest ``--max-connections`` and ``--max-connections-per-peer``:
+each connection holds a descriptor, and Linux allows a process at most
+about a million unless ``fs.nr_open`` is raised."""
+
+MAX_BACKLOG = 65535
+"""The largest ``--backlog``: the kernel caps the queue at
+``net.core.somaxconn`` anyway."""
 
 _defaults = ServerSettings()
 _log = Logger()
@@ -203,16 +224,32 @@ class Options(OneLineErrorOptions):
             from twisted.internet import reactor
 
             self.reactor = cast(IReactorCore, reactor)
-        greeting = self["greeting"].encode("utf-8")
+        # The bytes given on the command line, whatever they are: os.fsencode
+        # undoes the surrogateescape decoding of argv (so a greeting that is
+        # not UTF-8 is sent as it was given), and text is UTF-8.
+        greeting = os.fsencode(self["greeting"])
         if not greeting:
             raise usage.UsageError("--greeting must not be empty")
         self["settings"] = ServerSettings(
             greeting=greeting,
             timeout=number(float, "timeout", self["timeout"]),
-            maxMessageBytes=number(int, "max-message-bytes", self["max-message-bytes"]),
-            maxConnections=number(int, "max-connections", self["max-connections"]),
+            maxMessageBytes=number(
+                int,
+                "max-message-bytes",
+                self["max-message-bytes"],
+                maximum=MAX_MESSAGE_BYTES,
+            ),
+            maxConnections=number(
+                int,
+                "max-connections",
+                self["max-connections"],
+                maximum=MAX_CONNECTIONS,
+            ),
             maxConnectionsPerPeer=number(
-                int, "max-connections-per-peer", self["max-connections-per-peer"]
+                int,
+                "max-connections-per-peer",
+                self["max-connections-per-peer"],
+                maximum=MAX_CONNECTIONS,
             ),
             deadline=number(float, "deadline", self["deadline"]),
             messageGap=number(float, "message-gap", self["message-gap"]),
@@ -220,7 +257,7 @@ class Options(OneLineErrorOptions):
         self["shutdown-timeout"] = number(
             float, "shutdown-timeout", self["shutdown-timeout"], zeroAllowed=True
         )
-        self["backlog"] = number(int, "backlog", self["backlog"])
+        self["backlog"] = number(int, "backlog", self["backlog"], maximum=MAX_BACKLOG)
         self["workers"] = workerCount(self["workers"])
         self["tls"] = self._loadTLS()
         if not self["listen"] and not self["tls-listen"]:
@@ -234,20 +271,10 @@ class Options(OneLineErrorOptions):
             for description in self[option]:
                 if self["workers"] > 1:
                     checkAdoptable(option, description)
-                try:
-                    serverFromString(self.reactor, description)
-                except Exception as error:
-                    raise usage.UsageError(
-                        f"--{option} {description}: {error}".rstrip(": ")
-                    ) from None
+                _checkEndpoint(self.reactor, option, description)
         if self["metrics"] is not None:
             metrics.checkAvailable()
-            try:
-                serverFromString(self.reactor, self["metrics"])
-            except Exception as error:
-                raise usage.UsageError(
-                    f"--metrics {self['metrics']}: {error}".rstrip(": ")
-                ) from None
+            _checkEndpoint(self.reactor, "metrics", self["metrics"])
 
     def _loadTLS(self) -> ReloadableServerTLS | None:
         files = [self[name] for name in ("certificate", "private-key", "client-ca")]
@@ -268,29 +295,84 @@ class Options(OneLineErrorOptions):
             raise usage.UsageError(str(error)) from None
 
 
-# Descriptors kept for the server's own use: listeners, log files, TLS files,
-# and the one Twisted reserves for recovering from EMFILE.
+def _checkEndpoint(reactor: object, option: str, description: str) -> None:
+    """
+    :raises twisted.python.usage.UsageError: If ``description`` is not a
+        server endpoint that can be made here, in one line.
+    """
+    try:
+        serverFromString(reactor, description)
+    except Exception as error:
+        reason = str(error)
+        kind = description.removeprefix("haproxy:").partition(":")[0]
+        if kind == "systemd" and isinstance(error, (IndexError, KeyError)):
+            reason = _noInheritedSocket(error)
+        raise usage.UsageError(
+            f"--{option} {description}: {reason}".rstrip(": ")
+        ) from None
+
+
+def _noInheritedSocket(error: IndexError | KeyError) -> str:
+    """
+    Why a ``systemd:`` endpoint found no socket, in a few words.
+    """
+    which = (
+        f"named {error.args[0]!r}" if isinstance(error, KeyError) else "at that index"
+    )
+    count = os.environ.get("LISTEN_FDS")
+    owner = os.environ.get("LISTEN_PID")
+    if not count:
+        why = (
+            "LISTEN_FDS is not set (systemd passes sockets to a service that "
+            "its .socket unit starts)"
+        )
+    elif owner != str(os.getpid()):
+        why = f"LISTEN_PID ({owner}) is not this process"
+    else:
+        why = f"systemd passed {count} (LISTEN_FDS={count})"
+    return f"no inherited socket {which}: {why}"
+
+
+# Descriptors kept for the server's own use beyond its listeners: log files,
+# TLS files, the reactor's own (its poller, wakers, the one Twisted reserves
+# for recovering from EMFILE) and the parent's pipes.
 _RESERVED_DESCRIPTORS = 64
 
 
-def _fitFileLimit(settings: ServerSettings) -> ServerSettings:
+def _descriptorsNeeded(config: Options, worker: int | None) -> int:
     """
-    Raise the open-file limit to fit ``--max-connections``; where the hard
-    limit does not allow it, lower the connection limit to fit instead, so
-    that running out of descriptors (EMFILE) is a refusal like any other.
+    The descriptors a server needs beyond its greeting connections: one per
+    listener, and, where it serves ``/metrics``, that listener and its
+    connections, and the reserve.
     """
-    needed = settings.maxConnections + _RESERVED_DESCRIPTORS
+    listeners = len(config["listen"]) + len(config["tls-listen"])
+    if worker is not None:
+        listeners += 1  # the pipe on which it says that it is ready
+    if config["metrics"] is not None and worker is None:
+        listeners += 1 + METRICS_MAX_CONNECTIONS
+    return listeners + _RESERVED_DESCRIPTORS
+
+
+def _fitFileLimit(settings: ServerSettings, own: int) -> ServerSettings:
+    """
+    Raise the open-file limit to fit ``--max-connections`` and ``own``
+    descriptors for the server's own use (see `_descriptorsNeeded`); where
+    the hard limit does not allow it, lower the connection limit to fit
+    instead, so that running out of descriptors (EMFILE) is a refusal like
+    any other.
+    """
+    needed = settings.maxConnections + own
     available = raiseFileLimit(needed)
     if available >= needed:
         return settings
-    usable = max(available - _RESERVED_DESCRIPTORS, 1)
+    usable = max(available - own, 1)
     _log.warn(
         "The open-file limit ({available}) is below --max-connections "
-        "({configured}) plus {reserved} for the server itself: serving at most "
-        "{usable} connections at once.",
+        "({configured}) plus {reserved} for the server itself (listeners, "
+        "metrics, files): serving at most {usable} connections at once.",
         available=available,
         configured=settings.maxConnections,
-        reserved=_RESERVED_DESCRIPTORS,
+        reserved=own,
         usable=usable,
     )
     return evolve(
@@ -320,7 +402,7 @@ def makeService(config: Options) -> HelloService | WorkerSupervisor:
     if worker is None and config["workers"] > 1:
         return _supervisor(config)
     reactor: Any = config.reactor
-    settings = _fitFileLimit(config["settings"])
+    settings = _fitFileLimit(config["settings"], _descriptorsNeeded(config, worker))
     counted: metrics.ServerMetrics = metrics.NO_METRICS
     if config["metrics"] is not None or metrics.inMultiprocessMode():
         counted = metrics.serverMetrics()
@@ -338,6 +420,8 @@ def makeService(config: Options) -> HelloService | WorkerSupervisor:
         tls=config["tls"],
         worker=worker is not None,
     )
+    # SIGHUP is safe from here on (a worker's parent held it back until now).
+    holdHangUps(reactor, service.hangUp)
     listeners = [(d, False) for d in config["listen"]]
     listeners += [(d, True) for d in config["tls-listen"]]
     adopted: list[Any] = [None] * len(listeners)
@@ -345,6 +429,7 @@ def makeService(config: Options) -> HelloService | WorkerSupervisor:
         stampLogs(worker)
         dieWithParent()
         adopted = inheritedListeners(reactor, len(listeners))
+        reactor.callWhenRunning(reportReady)
     for (description, secure), endpoint in zip(listeners, adopted, strict=True):
         service.listen(description, secure=secure, adopted=endpoint)
     if config["tls"] is not None:
@@ -361,8 +446,16 @@ def _supervisor(config: Options) -> WorkerSupervisor:
     """
     environment: dict[str, str] = {}
     directory: str | None = None
+    listeners = config["listen"] + config["tls-listen"]
+    _fitWorkersFileLimit(config["workers"], len(listeners), config["metrics"])
     if config["metrics"] is not None:
-        directory = tempfile.mkdtemp(prefix="hellotcp-metrics-")
+        # A killed parent could not remove its folder: the next one does.
+        for stale in metrics.removeStaleFolders():
+            _log.info(
+                "Removed the metrics folder of a parent that died: {folder}",
+                folder=stale,
+            )
+        directory = metrics.workersFolder()
         # Removed at exit, however the parent stops (a port in use included).
         atexit.register(shutil.rmtree, directory, True)
         environment = metrics.workerEnvironment(directory)
@@ -374,7 +467,7 @@ def _supervisor(config: Options) -> WorkerSupervisor:
     )
     descriptions = [
         withBacklog(description.removeprefix("haproxy:"), config["backlog"])
-        for description in config["listen"] + config["tls-listen"]
+        for description in listeners
     ]
 
     def forget(pid: int) -> None:
@@ -388,12 +481,41 @@ def _supervisor(config: Options) -> WorkerSupervisor:
         command,
         config["shutdown-timeout"],
         onWorkerExit=forget,
+        reloads=config["tls"] is not None,
     )
+    # SIGHUP is safe from here on, before any worker starts.
+    holdHangUps(config.reactor, supervisor.hangUp)  # type: ignore[arg-type]
+    appended = [a for a in twistArguments if a.startswith("--log-file=")]
+    if appended and "logFormat" not in getattr(config, "parent", {}):
+        appending = _AppendingLog(appended[0].removeprefix("--log-file="))
+        appending.setServiceParent(supervisor)  # type: ignore[no-untyped-call]
     if directory is not None:
         site = metricsSite(metrics.workersRegistry(directory))
         listener = listenerService(config["metrics"], site, reactor=config.reactor)
+        listener.setName(f"{config['metrics']} (metrics)")
         listener.setServiceParent(supervisor)
     return supervisor
+
+
+def _fitWorkersFileLimit(
+    workers: int, listeners: int, metricsEndpoint: str | None
+) -> None:
+    """
+    Raise the parent's open-file limit to fit a socket per worker per
+    listener, a pipe per worker, and the metrics listener and its
+    connections.
+
+    :raises SystemExit: In one line, if the hard limit is too low.
+    """
+    needed = workers * (listeners + 1) + _RESERVED_DESCRIPTORS
+    if metricsEndpoint is not None:
+        needed += 1 + METRICS_MAX_CONNECTIONS
+    available = raiseFileLimit(needed)
+    if available < needed:
+        raise SystemExit(
+            f"hellotcp: error: --workers {workers} needs {needed} open files, "
+            f"and the open-file limit is {available} (ulimit -n, LimitNOFILE=)"
+        )
 
 
 def _loggingOfWorkers(config: Options) -> tuple[list[str], int]:
@@ -420,3 +542,37 @@ def _loggingOfWorkers(config: Options) -> tuple[list[str], int]:
     if logfile and logfile != "-":
         arguments.append(f"--log-file={os.path.abspath(logfile)}")
     return arguments, 1
+
+
+class _AppendingLog(Service):
+    """
+    Make this process's own writes to the log file at ``path`` append, as
+    its workers' do, once the log is open (``twistd`` opens it after it has
+    built the service, and without ``O_APPEND``: its writes would land at
+    its own offset, over the lines the workers appended meanwhile).
+    """
+
+    name = "the log file"
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.realpath(path)
+
+    def startService(self) -> None:
+        """
+        Set ``O_APPEND`` on every descriptor of this process open on the log
+        (Linux: found in ``/proc/self/fd``; elsewhere, nothing is done).
+        """
+        Service.startService(self)
+        try:
+            descriptors = os.listdir("/proc/self/fd")
+        except OSError:
+            return
+        for name in descriptors:
+            try:
+                if os.path.realpath(f"/proc/self/fd/{name}") != self.path:
+                    continue
+                descriptor = int(name)
+                flags = fcntl.fcntl(descriptor, fcntl.F_GETFL)
+                fcntl.fcntl(descriptor, fcntl.F_SETFL, flags | os.O_APPEND)
+            except (OSError, ValueError):
+                continue

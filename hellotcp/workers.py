@@ -17,6 +17,18 @@ with a growing pause while workers keep dying young; it passes SIGHUP on
 (every worker reloads its TLS files), and on SIGTERM or SIGINT it closes
 its copies of the sockets and passes SIGTERM on, so each worker drains and
 exits as a single process would, then exits 0 itself.
+
+SIGHUP never kills a worker.  The parent starts each one with SIGHUP
+blocked (a blocked signal waits, pending, and the mask is inherited across
+``exec``), and the worker unblocks it once its handler is in place (see
+`hellotcp.service.holdHangUps`), so a SIGHUP that reaches a starting worker
+by any route is handled, once, as soon as it can be.  SIGTERM and SIGINT
+are held the same way until the worker's service takes them over, so that a
+worker asked to stop while it starts stops gracefully (exit 0).  The worker then says
+it is ready on a pipe the parent gave it (`READY_VARIABLE`); the parent
+passes SIGHUP on only to ready workers, and remembers one for each worker
+still starting, which it sends the moment that worker is ready (the files
+it loaded while starting may be older than the SIGHUP).
 """
 
 from __future__ import annotations
@@ -25,12 +37,13 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from types import FrameType
 from typing import IO, cast
 
 from attrs import define, field
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import (
     AdoptedStreamServerEndpoint,
@@ -64,6 +77,15 @@ WORKER_VARIABLE = "HELLOTCP_WORKER"
 FIRST_LISTENER_DESCRIPTOR = 3
 """A worker finds listener ``i`` (in the order given) at this descriptor + i."""
 
+READY_VARIABLE = "HELLOTCP_READY_FD"
+"""The environment variable that tells a worker the descriptor on which it
+says that it is ready (SIGHUP handled, listeners up)."""
+
+MAX_WORKERS = 256
+"""The largest ``--workers``.  Each worker is a whole Python process (some
+30 MB) and the parent holds a socket per worker per listener; far more
+workers than cores only adds memory and context switches."""
+
 # A worker that dies younger than this is restarted after a pause that
 # doubles with each such death, from the first pause up to the longest.
 STABLE_AFTER = 10.0
@@ -92,23 +114,24 @@ _NOT_ADOPTABLE = "--workers serves TCP: tcp, tcp6 and systemd (INET) endpoints"
 
 def workerCount(value: str) -> int:
     """
-    Parse ``--workers``: a positive number, or ``auto`` for one per core this
-    process may run on.
+    Parse ``--workers``: a number from 1 to `MAX_WORKERS`, or ``auto`` for
+    one per core this process may run on (at most `MAX_WORKERS`).
 
     :raises twisted.python.usage.UsageError: On anything else.
     """
     if value == "auto":
         try:
-            return len(os.sched_getaffinity(0))
+            cores = len(os.sched_getaffinity(0))
         except AttributeError:  # not on Linux
-            return os.cpu_count() or 1
-    try:
-        count = int(value)
-    except ValueError:
-        count = 0
-    if count < 1:
+            cores = os.cpu_count() or 1
+        return min(cores, MAX_WORKERS)
+    # Digits only, and few of them: int() would also take "+3", " 3" and
+    # "3_000", and spend a long time on a huge number.
+    count = int(value) if value.isascii() and value.isdigit() and len(value) < 8 else 0
+    if not 1 <= count <= MAX_WORKERS:
         raise usage.UsageError(
-            f"--workers must be a whole number greater than 0 or auto, not {value!r}"
+            f"--workers must be a whole number from 1 to {MAX_WORKERS}, or auto, "
+            f"not {value!r}"
         )
     return count
 
@@ -131,6 +154,44 @@ def thisWorker() -> int | None:
     """
     value = os.environ.get(WORKER_VARIABLE)
     return int(value) if value else None
+
+
+def reportReady() -> None:
+    """
+    Tell the parent that this worker is ready (its SIGHUP handler is in
+    place and its listeners are up), on the descriptor the parent named in
+    `READY_VARIABLE`, and close it.  Nothing happens without a parent.
+    """
+    value = os.environ.get(READY_VARIABLE)
+    if not value:
+        return
+    descriptor = int(value)
+    try:
+        os.write(descriptor, b"ready\n")
+    except OSError:  # the parent is gone: the kernel sends SIGTERM
+        pass
+    try:
+        os.close(descriptor)
+    except OSError:
+        pass
+
+
+# The signals a worker starts with blocked, until it handles them.
+_HELD = frozenset({signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
+
+
+@contextmanager
+def _signalsHeld() -> Iterator[None]:
+    """
+    Block SIGHUP, SIGTERM and SIGINT in this thread for a moment: a process
+    started meanwhile inherits the block, and such a signal to this process
+    waits until the end.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def inheritedListeners(
@@ -307,14 +368,38 @@ def openListener(reactor: object, endpointDescription: str, count: int) -> _List
 
 
 class _WorkerProcess(ProcessProtocol):
-    def __init__(self, supervisor: WorkerSupervisor, worker: int) -> None:
+    """
+    The parent's side of one worker process.
+
+    :ivar ready: The worker said that it is ready.
+    :ivar hangUpWaiting: A SIGHUP came while it was starting: it is sent
+        once the worker is ready.
+    """
+
+    def __init__(
+        self, supervisor: WorkerSupervisor, worker: int, readyDescriptor: int
+    ) -> None:
         self.supervisor = supervisor
         self.worker = worker
+        self.readyDescriptor = readyDescriptor
         self.started = 0.0
         self.pid: int | None = None
+        self.ready = False
+        self.hangUpWaiting = False
         self.ended: Deferred[None] = Deferred()
 
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        """
+        The worker wrote on its readiness pipe: it is ready.
+        """
+        if childFD == self.readyDescriptor and data and not self.ready:
+            self.ready = True
+            self.supervisor._workerReady(self)
+
     def processEnded(self, reason: Failure) -> None:
+        """
+        The worker exited: the supervisor restarts it unless it is stopping.
+        """
         self.supervisor._workerEnded(self, reason)
         self.ended.callback(None)
 
@@ -348,6 +433,8 @@ class WorkerSupervisor(MultiService):
         prefix), in the order the workers adopt them.
     :param onWorkerExit: Called with the process id of each worker that
         exits.
+    :param reloads: Whether the workers have files to reload on SIGHUP (TLS
+        files); without, SIGHUP is only logged, not passed on.
     """
 
     def __init__(
@@ -359,8 +446,10 @@ class WorkerSupervisor(MultiService):
         shutdownTimeout: float,
         handleSignals: bool = True,
         onWorkerExit: Callable[[int], object] | None = None,
+        reloads: bool = True,
     ) -> None:
         MultiService.__init__(self)
+        self._reloads = reloads
         self.count = count
         self._reactor = reactor
         self._descriptions = list(listeners)
@@ -377,9 +466,13 @@ class WorkerSupervisor(MultiService):
 
     def startService(self) -> None:
         """
-        Open every listener (one clear line and exit on failure), then start
-        the workers.
+        Take over SIGTERM and SIGINT (now, and again once the reactor runs,
+        which installs its own as it starts), open every listener (one clear
+        line and exit on failure), then start the workers.
         """
+        if self._handleSignals:
+            self._takeOverSignals()
+            self._reactor.callWhenRunning(self._takeOverSignals)
         for description in self._descriptions:
             try:
                 self._listeners.append(
@@ -391,16 +484,26 @@ class WorkerSupervisor(MultiService):
                     f"hellotcp: error: cannot listen on {description}: "
                     f"{describeListenError(error)}"
                 ) from None
-        MultiService.startService(self)
+        # Other services (the metrics page) start before any worker, each
+        # failure in one line, as a listener's.
+        Service.startService(self)
+        for child in self:
+            try:
+                child.startService()
+            except Exception as error:
+                self._closeListeners()
+                raise SystemExit(
+                    f"hellotcp: error: cannot listen on {child.name}: "
+                    f"{describeListenError(error)}"
+                ) from None
         self._devnull = open(os.devnull, "rb")
         for worker in range(1, self.count + 1):
             self._start(worker)
-        if self._handleSignals:
-            self._reactor.callWhenRunning(self._takeOverSignals)
 
     def _start(self, worker: int) -> None:
         self._restarts.pop(worker, None)
-        protocol = _WorkerProcess(self, worker)
+        readyDescriptor = FIRST_LISTENER_DESCRIPTOR + len(self._listeners)
+        protocol = _WorkerProcess(self, worker, readyDescriptor)
         protocol.started = cast(IReactorTime, self._reactor).seconds()
         assert self._devnull is not None
         childFDs: dict[int, int | str] = {
@@ -410,16 +513,22 @@ class WorkerSupervisor(MultiService):
         }
         for index, listener in enumerate(self._listeners):
             childFDs[FIRST_LISTENER_DESCRIPTOR + index] = listener.descriptorFor(worker)
+        # A pipe the parent reads: the worker writes to it once it is ready.
+        childFDs[readyDescriptor] = "r"
         environment = dict(os.environ)
         environment.update(self._command.environment)
         environment[WORKER_VARIABLE] = str(worker)
-        process = cast(IReactorProcess, self._reactor).spawnProcess(
-            protocol,
-            self._command.executable,
-            [self._command.executable, *self._command.arguments],
-            env=environment,
-            childFDs=childFDs,
-        )
+        environment[READY_VARIABLE] = str(readyDescriptor)
+        # The worker starts with SIGHUP, SIGTERM and SIGINT blocked, until
+        # it handles them.
+        with _signalsHeld():
+            process = cast(IReactorProcess, self._reactor).spawnProcess(
+                protocol,
+                self._command.executable,
+                [self._command.executable, *self._command.arguments],
+                env=environment,
+                childFDs=childFDs,
+            )
         protocol.pid = process.pid
         self._protocols[worker] = protocol
         _log.info("worker {worker} started (pid {pid})", worker=worker, pid=process.pid)
@@ -454,6 +563,19 @@ class WorkerSupervisor(MultiService):
             pause, self._start, worker
         )
 
+    def _workerReady(self, protocol: _WorkerProcess) -> None:
+        if protocol.hangUpWaiting and self._protocols.get(protocol.worker) is protocol:
+            protocol.hangUpWaiting = False
+            self._signal(protocol, signal.SIGHUP)
+
+    def _signal(self, protocol: _WorkerProcess, number: int) -> None:
+        if protocol.transport is None:
+            return
+        try:
+            protocol.transport.signalProcess(number)
+        except ProcessExitedAlready:  # processEnded is on its way
+            pass
+
     @property
     def processes(self) -> dict[int, IProcessTransport]:
         """
@@ -469,11 +591,31 @@ class WorkerSupervisor(MultiService):
         """
         Send signal ``number`` to every running worker.
         """
-        for process in self.processes.values():
-            try:
-                process.signalProcess(number)
-            except ProcessExitedAlready:  # processEnded is on its way
-                pass
+        for protocol in list(self._protocols.values()):
+            self._signal(protocol, number)
+
+    def hangUp(self) -> None:
+        """
+        What SIGHUP to the parent does (see
+        `hellotcp.service.holdHangUps`): pass it on to every ready worker,
+        and to each worker still starting as soon as it is ready; with no
+        files to reload, only say so.  One log line either way.
+        """
+        if not self._reloads:
+            _log.info("SIGHUP: no TLS files to reload")
+            return
+        ready = [p for p in self._protocols.values() if p.ready]
+        starting = [p for p in self._protocols.values() if not p.ready]
+        _log.info(
+            "SIGHUP: {ready} workers reload their TLS files now, "
+            "{starting} once started",
+            ready=len(ready),
+            starting=len(starting),
+        )
+        for protocol in ready:
+            self._signal(protocol, signal.SIGHUP)
+        for protocol in starting:
+            protocol.hangUpWaiting = True
 
     def stopService(self) -> Deferred[None]:
         """
@@ -510,9 +652,9 @@ class WorkerSupervisor(MultiService):
 
     def _takeOverSignals(self) -> None:
         # As HelloService does in a single process: a requested stop exits 0.
+        # SIGHUP is taken as soon as the service is built (`holdHangUps`).
         signal.signal(signal.SIGTERM, self._onSignal)
         signal.signal(signal.SIGINT, self._onSignal)
-        signal.signal(signal.SIGHUP, self._onSignal)
 
     def _onSignal(self, number: int, frame: FrameType | None) -> None:
         fromThreads = cast(IReactorFromThreads, self._reactor)
@@ -521,8 +663,7 @@ class WorkerSupervisor(MultiService):
     def _signalled(self, number: int) -> None:
         name = signal.Signals(number).name
         if number == signal.SIGHUP:
-            _log.info("SIGHUP: workers reload their TLS files")
-            self.signalWorkers(signal.SIGHUP)
+            self.hangUp()
         elif self._stopping:
             _log.warn("{signal} again: workers abort open exchanges now", signal=name)
             self.signalWorkers(signal.SIGTERM)

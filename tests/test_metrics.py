@@ -6,6 +6,11 @@ Prometheus scrapes it from a real ``twist hellotcp``, read with
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 
 from OpenSSL import SSL
@@ -15,23 +20,34 @@ from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import Agent, readBody
 
 from hellotcp.certs import Issued, issue, writeIssued
-from hellotcp.metrics import PrometheusMetrics
+from hellotcp.metrics import (
+    FOLDER_PREFIX,
+    PrometheusMetrics,
+    removeStaleFolders,
+    workersFolder,
+)
+from hellotcp.metricspage import IDLE_TIMEOUT as METRICS_IDLE_TIMEOUT
+from hellotcp.metricspage import MAX_CONNECTIONS as METRICS_MAX_CONNECTIONS
+from hellotcp.metricspage import metricsSite
 from hellotcp.protocol import HelloServerFactory, ServerSettings
 
 from .support import (
     TIMEOUT,
     CommandTestCase,
+    Process,
     classicClient,
     command,
     freePort,
     inThread,
 )
 from .test_protocol import PEER, HalfCloseableTransport, ServerHarness
+from .test_service import exchangesUntilRefused
 from .test_tls_interop import pki, tlsListen
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -264,3 +280,248 @@ class ScrapeTests(CommandTestCase):
         self.assertEqual(figures[(expiry, ())], expires(later))
         server.transport.signalProcess("TERM")  # type: ignore[union-attr]
         self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+
+
+class LimitedConnectionsTests(SynchronousTestCase):
+    """
+    The ``/metrics`` listener has its own connection limit and idle
+    timeout.
+    """
+
+    def test_limit(self) -> None:
+        """
+        Past the limit a connection gets no protocol (Twisted closes it as
+        soon as it is accepted); a closed one makes room.
+        """
+        factory = metricsSite(CollectorRegistry(), maxConnections=2)
+        factory.wrappedFactory.reactor = Clock()
+        address = IPv4Address("TCP", "127.0.0.1", 40000)
+        protocols = []
+        for _ in range(2):
+            protocol = factory.buildProtocol(address)
+            assert protocol is not None
+            protocol.makeConnection(StringTransport())
+            protocols.append(protocol)
+        self.assertIsNone(factory.buildProtocol(address))
+        protocols[0].connectionLost(Failure(ConnectionLost()))
+        self.assertIsNotNone(factory.buildProtocol(address))
+
+    def test_idleTimeout(self) -> None:
+        """
+        A connection that sends nothing is closed after the idle timeout.
+        """
+        clock = Clock()
+        factory = metricsSite(CollectorRegistry(), idleTimeout=METRICS_IDLE_TIMEOUT)
+        self.assertEqual(factory.wrappedFactory.timeOut, METRICS_IDLE_TIMEOUT)
+        factory.wrappedFactory.reactor = clock
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        assert protocol is not None
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        clock.advance(METRICS_IDLE_TIMEOUT - 0.1)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.2)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(METRICS_MAX_CONNECTIONS, 16)
+
+
+def deadProcess() -> int:
+    """
+    The id of a process that has ended (and been reaped).
+    """
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+class StaleFoldersTests(SynchronousTestCase):
+    """
+    The workers' metrics folder of a parent that was killed is removed by
+    the next start, and nothing else is.
+    """
+
+    def test_onlyDeadOwners(self) -> None:
+        """
+        Only folders named as workers' metrics folders, of this user, whose
+        recorded owner is dead in this process-id namespace, are removed.
+        """
+        parent = self.mktemp()
+        os.makedirs(parent)
+        live = workersFolder(parent)
+        with open(os.path.join(live, "owner")) as owner:
+            pid, namespace = owner.read().split()
+        self.assertEqual(int(pid), os.getpid())
+        dead = workersFolder(parent)
+        gone = deadProcess()
+        with open(os.path.join(dead, "owner"), "w") as owner:
+            owner.write(f"{gone} {namespace}\n")
+        with open(os.path.join(dead, "counter_1.db"), "wb") as figures:
+            figures.write(b"\0" * 16)
+        elsewhere = workersFolder(parent)
+        with open(os.path.join(elsewhere, "owner"), "w") as owner:
+            owner.write(f"{gone} pid:[1]\n")
+        unowned = tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=parent)
+        garbled = workersFolder(parent)
+        with open(os.path.join(garbled, "owner"), "w") as owner:
+            owner.write("not a pid\n")
+        # A link to a folder elsewhere is not followed.
+        outside = self.mktemp()
+        os.makedirs(outside)
+        target = workersFolder(outside)
+        with open(os.path.join(target, "owner"), "w") as owner:
+            owner.write(f"{gone} {namespace}\n")
+        os.symlink(target, os.path.join(parent, FOLDER_PREFIX + "link"))
+        os.makedirs(os.path.join(parent, "unrelated"))
+        removed = removeStaleFolders(parent)
+        self.assertEqual(removed, [dead])
+        kept = [live, elsewhere, unowned, garbled, "unrelated", "x-link"]
+        self.assertEqual(
+            sorted(os.listdir(parent)),
+            sorted(
+                os.path.basename(path).replace("x-", FOLDER_PREFIX) for path in kept
+            ),
+        )
+        self.assertTrue(os.path.isdir(target))
+
+    def test_noFolder(self) -> None:
+        """
+        A parent folder that does not exist removes nothing.
+        """
+        self.assertEqual(removeStaleFolders(self.mktemp()), [])
+
+
+class MetricsListenerCommandTests(CommandTestCase):
+    """
+    The ``--metrics`` listener as an operator meets it.
+    """
+
+    async def test_idleConnectionsCannotStarveGreetings(self) -> None:
+        """
+        Under ``ulimit -n 400`` with ``--max-connections 300``, 420 idle
+        connections to ``--metrics`` hold at most its own limit of
+        descriptors, and every greeting is still served.
+        """
+        port, metricsPort = freePort(), freePort()
+        server = await self.startServer(
+            [
+                "/bin/sh",
+                "-c",
+                'ulimit -n 400 && exec "$@"',
+                "sh",
+                command("twist"),
+                "hellotcp",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--max-connections",
+                "300",
+                "--metrics",
+                f"tcp:{metricsPort}:interface=127.0.0.1",
+            ],
+            port,
+        )
+        pid = server.transport.pid  # type: ignore[union-attr]
+        baseline = len(os.listdir(f"/proc/{pid}/fd"))
+        idle: list[socket.socket] = []
+
+        def closeAll() -> None:
+            for sock in idle:
+                sock.close()
+
+        self.addCleanup(closeAll)
+
+        def flood() -> None:
+            for _ in range(420):
+                idle.append(
+                    socket.create_connection(("127.0.0.1", metricsPort), timeout=5)
+                )
+
+        await inThread(flood)
+        # Let the server accept (or shut) all of them.
+        held = 0
+        for _ in range(40):
+            await deferLater(reactor, 0.05)
+            now = len(os.listdir(f"/proc/{pid}/fd"))
+            if now == held:
+                break
+            held = now
+        self.assertLessEqual(held - baseline, METRICS_MAX_CONNECTIONS + 2)
+        greeted, lost = await inThread(exchangesUntilRefused, port, 50)
+        self.assertEqual((greeted, lost), (50, []))
+        closeAll()
+        server.transport.signalProcess("TERM")  # type: ignore[union-attr]
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+
+    async def test_workersMetricsPortInUse(self) -> None:
+        """
+        ``--workers 2 --metrics`` on a port in use: one line, exit status 1,
+        as for any listener.
+        """
+        taken = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(taken.close)
+        busy = taken.getsockname()[1]
+        status, out, err = await self.runCommand(
+            [
+                command("twist"),
+                "hellotcp",
+                "--workers",
+                "2",
+                "--listen",
+                f"tcp:{freePort()}:interface=127.0.0.1",
+                "--metrics",
+                f"tcp:{busy}:interface=127.0.0.1",
+            ]
+        )
+        self.assertEqual(status, 1)
+        self.assertOneLine(
+            status,
+            err,
+            f"hellotcp: error: cannot listen on tcp:{busy}:interface=127.0.0.1 "
+            "(metrics): Address already in use",
+        )
+        self.assertNotIn("worker", out)
+
+    async def test_staleFolderRemovedAtNextStart(self) -> None:
+        """
+        A ``--workers`` parent killed with SIGKILL leaves its metrics folder;
+        the next start removes it, and its own is removed when it stops.
+        """
+        temporary = os.path.join(self.folder, "tmp")
+        os.makedirs(temporary)
+        environment = dict(self.env, TMPDIR=temporary)
+
+        async def start() -> tuple[Process, list[str]]:
+            port = freePort()
+            before = set(os.listdir(temporary))
+            process = self.spawn(
+                [
+                    command("twist"),
+                    "hellotcp",
+                    "--workers",
+                    "2",
+                    "--listen",
+                    f"tcp:{port}:interface=127.0.0.1",
+                    "--metrics",
+                    f"tcp:{freePort()}:interface=127.0.0.1",
+                ],
+                env=environment,
+                server=True,
+            )
+            for _ in range(200):
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except ConnectionRefusedError:
+                    await deferLater(reactor, 0.05)
+            return process, sorted(set(os.listdir(temporary)) - before)
+
+        first, [folder] = await start()
+        self.assertTrue(folder.startswith(FOLDER_PREFIX))
+        first.transport.signalProcess("KILL")  # type: ignore[union-attr]
+        self.assertEqual(await first.ended.addTimeout(TIMEOUT, reactor), -9)
+        self.assertIn(folder, os.listdir(temporary))
+        second, [own] = await start()
+        self.assertEqual(os.listdir(temporary), [own])
+        second.transport.signalProcess("TERM")  # type: ignore[union-attr]
+        self.assertEqual(await second.ended.addTimeout(TIMEOUT, reactor), 0)
+        self.assertIn(b"Removed the metrics folder of a parent that died", second.out)
+        self.assertEqual(os.listdir(temporary), [])

@@ -4,17 +4,35 @@ Tests for `hellotcp.service`.
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import socket
+import sys
+import threading
+import time
+from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs, eventsFromJSONLogFile, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from hellotcp import service
 from hellotcp.protocol import HelloServerFactory
-from hellotcp.service import HelloService, raiseFileLimit
+from hellotcp.service import HelloService, holdHangUps, raiseFileLimit
+
+from .support import (
+    TIMEOUT,
+    CommandTestCase,
+    command,
+    connect,
+    freePort,
+    inThread,
+    readToEnd,
+)
+from .test_tls_interop import pki, tlsListen, verifiedClient
 
 
 class ListenErrorTests(SynchronousTestCase):
@@ -81,6 +99,45 @@ class SignalTests(SynchronousTestCase):
         self.assertEqual(signal.getsignal(signal.SIGTERM), service._stopOnSignal)
         self.assertEqual(signal.getsignal(signal.SIGINT), service._stopOnSignal)
 
+    def test_takenBeforeTheReactorRuns(self) -> None:
+        """
+        SIGTERM and SIGINT are the service's from the start, before the
+        reactor runs: one that comes then is a graceful stop once it runs
+        (a clean exit 0, not death by the signal).
+        """
+        memory = MemoryReactorClock()
+        service = HelloService(HelloServerFactory(clock=Clock()), memory)
+        for number in (signal.SIGTERM, signal.SIGINT):
+            self.addCleanup(signal.signal, number, signal.getsignal(number))
+        service.startService()
+        self.assertFalse(memory.running)
+        self.assertEqual(signal.getsignal(signal.SIGTERM), service._stopOnSignal)
+        self.assertEqual(signal.getsignal(signal.SIGINT), service._stopOnSignal)
+
+    def test_heldSignalsHandled(self) -> None:
+        """
+        A SIGTERM that waits, blocked (as a worker's parent starts it), is
+        let through once the service takes SIGTERM over, and is a stop.
+        """
+        queued: list[Any] = []
+
+        class ThreadedMemoryReactor(MemoryReactorClock):
+            def callFromThread(self, f: Any, *args: object) -> None:
+                queued.append((f, args))
+
+        memory = ThreadedMemoryReactor()
+        service = HelloService(HelloServerFactory(clock=Clock()), memory)
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        self.addCleanup(signal.pthread_sigmask, signal.SIG_SETMASK, previous)
+        for number in (signal.SIGTERM, signal.SIGINT):
+            self.addCleanup(signal.signal, number, signal.getsignal(number))
+        os.kill(os.getpid(), signal.SIGTERM)  # blocked: it waits
+        service.startService()
+        self.assertEqual(queued, [(service._stopRequested, ("SIGTERM",))])
+        self.assertNotIn(
+            signal.SIGTERM, signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        )
+
     def test_stopThenAbort(self) -> None:
         """
         The first signal stops the reactor; the second, while stopping,
@@ -129,6 +186,8 @@ class AcceptPendingTests(SynchronousTestCase):
         queue) while it still listens, before the service stops them.
         """
         memory = MemoryReactorClock()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            self.addCleanup(signal.signal, number, signal.getsignal(number))
         service = HelloService(HelloServerFactory(clock=Clock()), memory)
         service.listen("tcp:7000")
         service.startService()
@@ -172,3 +231,348 @@ class CloseAfterAcceptingTests(TestCase):
         await stopping
         queued.settimeout(5)
         self.assertEqual(queued.recv(100), b"Hello, client!")
+
+
+class HoldHangUpsTests(SynchronousTestCase):
+    """
+    `holdHangUps` makes SIGHUP safe in this process as soon as it is called.
+    """
+
+    def setUp(self) -> None:
+        self.calls: list[Any] = []
+
+    def callFromThread(self, f: Any, *args: object) -> None:
+        """
+        What a reactor's would do: queue the call (here, record it).
+        """
+        self.calls.append((f, args))
+
+    def test_handledAtOnce(self) -> None:
+        """
+        From the call on, a SIGHUP is handed to the reactor's loop; several
+        before the loop runs count once; one after counts again.
+        """
+        handled: list[bool] = []
+        restore = holdHangUps(self, lambda: handled.append(True))  # type: ignore[arg-type]
+        self.addCleanup(restore)
+        self.assertNotIn(signal.getsignal(signal.SIGHUP), (signal.SIG_DFL, None))
+        for _ in range(3):
+            os.kill(os.getpid(), signal.SIGHUP)
+        self.assertEqual(len(self.calls), 1)
+        f, args = self.calls.pop()
+        f(*args)
+        self.assertEqual(handled, [True])
+        os.kill(os.getpid(), signal.SIGHUP)
+        self.assertEqual(len(self.calls), 1)
+
+    def test_heldBackSignalHandled(self) -> None:
+        """
+        A SIGHUP that waits, blocked (as a worker's parent starts it), is let
+        through and handled.
+        """
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        self.addCleanup(signal.pthread_sigmask, signal.SIG_SETMASK, previous)
+        restore = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        self.addCleanup(signal.signal, signal.SIGHUP, restore)
+        os.kill(os.getpid(), signal.SIGHUP)
+        self.addCleanup(holdHangUps(self, lambda: None))  # type: ignore[arg-type]
+        self.assertEqual(len(self.calls), 1)
+        self.assertNotIn(signal.SIGHUP, signal.pthread_sigmask(signal.SIG_BLOCK, set()))
+
+    def test_ignoredAtExit(self) -> None:
+        """
+        At exit SIGHUP is ignored, so that Python's shutdown does not make it
+        deadly again.
+        """
+        self.addCleanup(holdHangUps(self, lambda: None))  # type: ignore[arg-type]
+        self.assertTrue(service._ignoreHangUpsAtExit)
+        handler = signal.getsignal(signal.SIGHUP)
+        self.addCleanup(signal.signal, signal.SIGHUP, handler)
+        service._ignoreHangUps()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), signal.SIG_IGN)
+
+    def test_serviceWithoutTLS(self) -> None:
+        """
+        Without TLS, the service's SIGHUP says, in one line, that there is
+        nothing to reload.
+        """
+        hello = HelloService(HelloServerFactory(clock=Clock()), MemoryReactorClock())
+        with capturedLogs() as events:
+            hello.hangUp()
+        self.assertEqual(
+            [formatEvent(e) for e in events], ["SIGHUP: no TLS files to reload"]
+        )
+
+
+def caughtSignals(pid: int) -> int:
+    """
+    The signals that ``twist hellotcp`` in process ``pid`` handles, as a bit
+    mask (bit ``n - 1`` for signal ``n``), from ``/proc``: none until it
+    runs that program (between fork and exec a child has its parent's
+    handlers).
+    """
+    with open(f"/proc/{pid}/cmdline", "rb") as command:
+        if b"hellotcp" not in command.read():
+            return 0
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("SigCgt:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def signalAsSoonAsCaught(pid: int, number: int) -> None:
+    """
+    Send signal ``number`` to ``pid`` the moment it handles it (polling
+    ``/proc``, for `TIMEOUT` seconds at most).
+    """
+    deadline = time.monotonic() + TIMEOUT
+    while not caughtSignals(pid) & (1 << (number - 1)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} never handled signal {number}")
+        time.sleep(0.0005)
+    os.kill(pid, number)
+
+
+# Start a program with SIGHUP blocked (the mask survives exec).
+_BLOCK_HANGUPS = (
+    "import os, signal, sys;"
+    "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP});"
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def signalOnceBlocked(pid: int, number: int) -> None:
+    """
+    Send signal ``number`` to ``pid`` once the process blocks it (polling
+    ``/proc``, for `TIMEOUT` seconds at most).
+    """
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        with open(f"/proc/{pid}/status") as status:
+            blocked = next(
+                int(line.split()[1], 16)
+                for line in status
+                if line.startswith("SigBlk:")
+            )
+        if blocked & (1 << (number - 1)):
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} never blocked signal {number}")
+        time.sleep(0.0005)
+    os.kill(pid, number)
+
+
+def hangUpStorm(
+    pid: int, before: int = 25, after: int = 300, terminate: bool = True
+) -> int:
+    """
+    SIGHUP ``pid`` ``before`` times, 20 ms apart, then SIGTERM (unless
+    ``terminate`` is false), then SIGHUP again every 2 ms (``after`` times
+    at most) until the process is gone, through its drain and its exit.
+
+    :returns: How many SIGHUPs were sent.
+    """
+    sent = 0
+    for _ in range(before):
+        os.kill(pid, signal.SIGHUP)
+        sent += 1
+        time.sleep(0.02)
+    if not terminate:
+        return sent
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(after):
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            break
+        sent += 1
+        time.sleep(0.002)
+    return sent
+
+
+def exchangesUntilRefused(
+    port: int, limit: int = 2000, stop: threading.Event | None = None
+) -> tuple[int, list[object]]:
+    """
+    Greet the server at ``port`` again and again, one exchange at a time,
+    until it refuses to connect, or ``stop`` is set (``limit`` exchanges at
+    most).
+
+    :returns: How many were greeted, and every exchange that was not: a
+        connection that was accepted and then got anything else than the
+        greeting (a lost answer).
+    """
+    greeted, lost = 0, list[object]()
+    for _ in range(limit):
+        if stop is not None and stop.is_set():
+            break
+        try:
+            sock = connect(port)
+        except ConnectionRefusedError:
+            break
+        with sock:
+            try:
+                sock.sendall(b"Hello, server!\n")
+                answer = readToEnd(sock)
+            except OSError as error:
+                lost.append(error)
+                continue
+        if answer == b"Hello, client!":
+            greeted += 1
+        else:
+            lost.append(answer)
+    return greeted, lost
+
+
+class HangUpCommandTests(CommandTestCase):
+    """
+    SIGHUP to a real ``twist hellotcp`` never stops it.
+    """
+
+    async def test_withoutTLS(self) -> None:
+        """
+        A server without TLS says in one line that it has nothing to
+        reload, goes on serving, and exits 0 on SIGTERM.
+        """
+        port = freePort()
+        log = os.path.join(self.folder, "hellotcp.log")
+        server = await self.startServer(
+            [
+                command("twist"),
+                "--log-format=text",
+                f"--log-file={log}",
+                "hellotcp",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+            ],
+            port,
+        )
+        server.transport.signalProcess("HUP")  # type: ignore[union-attr]
+        for _ in range(200):
+            with open(log) as text:
+                if "SIGHUP" in text.read():
+                    break
+            await deferLater(reactor, 0.02)
+        self.assertEqual(await inThread(exchangesUntilRefused, port, 3), (3, []))
+        server.transport.signalProcess("TERM")  # type: ignore[union-attr]
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+        with open(log) as text:
+            lines = [line for line in text if "SIGHUP" in line]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("SIGHUP: no TLS files to reload", lines[0])
+
+    async def hangUpEarly(self, blocked: bool) -> None:
+        """
+        Start a TLS server, SIGHUP it early (see the callers), then check
+        that it serves, that the SIGHUP was one reload, and that SIGTERM
+        exits 0.
+
+        :param blocked: Start it with SIGHUP blocked, as a ``--workers``
+            parent starts a worker, and send SIGHUP at once, while Python
+            starts; else send it the moment the process handles it.
+        """
+        port = freePort()
+        log = os.path.join(self.folder, "hellotcp.log")
+        twist = [
+            command("twist"),
+            "--log-format=json",
+            f"--log-file={log}",
+            "hellotcp",
+            *tlsListen(port, *pki().server),
+        ]
+        if blocked:
+            twist = [sys.executable, "-c", _BLOCK_HANGUPS, *twist]
+        server = self.spawn(twist, server=True)
+        pid = server.transport.pid  # type: ignore[union-attr]
+        if blocked:
+            await inThread(signalOnceBlocked, pid, signal.SIGHUP)
+        else:
+            await inThread(signalAsSoonAsCaught, pid, signal.SIGHUP)
+        for _ in range(200):
+            self.assertFalse(server.ended.called, server.err.decode())
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except ConnectionRefusedError:
+                await deferLater(reactor, 0.05)
+        status, out, err = await self.runCommand(
+            [command("hellotcp-client"), *verifiedClient(port)]
+        )
+        self.assertEqual((status, out, err), (0, "Hello, client!\n", ""))
+        self.assertFalse(server.ended.called)
+        server.transport.signalProcess("TERM")  # type: ignore[union-attr]
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+        with open(log) as lines:
+            events = list(eventsFromJSONLogFile(lines))
+        reloads = [e for e in events if e.get("outcome") == "reloaded"]
+        self.assertEqual(len(reloads), 1)
+
+    async def test_heldFromTheStart(self) -> None:
+        """
+        A SIGHUP sent right after the process starts, while it holds SIGHUP
+        blocked (as a worker does), is handled once hellotcp builds its
+        service, before the reactor runs: one reload, and the server serves.
+        """
+        await self.hangUpEarly(blocked=True)
+
+    async def test_beforeTheReactorRuns(self) -> None:
+        """
+        A TLS server handles SIGHUP from the moment hellotcp builds its
+        service, before the reactor runs: a SIGHUP sent as soon as it is
+        handled is one reload, and the server serves.
+        """
+        await self.hangUpEarly(blocked=False)
+
+    async def test_earlySIGTERM(self) -> None:
+        """
+        SIGTERM sent the moment the server handles it (as it builds its
+        service, before the reactor runs) is a graceful stop: exit 0, with
+        or without workers.
+        """
+        for extra in [[], ["--workers", "2"]]:
+            server = self.spawn(
+                [
+                    command("twist"),
+                    "hellotcp",
+                    "--listen",
+                    f"tcp:{freePort()}:interface=127.0.0.1",
+                    *extra,
+                ],
+                server=True,
+            )
+            pid = server.transport.pid  # type: ignore[union-attr]
+            await inThread(signalAsSoonAsCaught, pid, signal.SIGTERM)
+            self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+            # Workers asked to stop as they start stop gracefully too.
+            self.assertNotIn(b"was killed", server.out)
+
+    async def test_stormWithSIGTERM(self) -> None:
+        """
+        A storm of SIGHUPs with SIGTERM in the middle, under load: every
+        exchange the server accepted is answered, and the process exits 0
+        (SIGHUPs reach it until it is gone).
+        """
+        port, secure = freePort(), freePort()
+        log = os.path.join(self.folder, "hellotcp.log")
+        server = await self.startServer(
+            [
+                command("twist"),
+                "--log-format=json",
+                f"--log-file={log}",
+                "hellotcp",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                *tlsListen(secure, *pki().server),
+            ],
+            port,
+        )
+        pid = server.transport.pid  # type: ignore[union-attr]
+        loads = [inThread(exchangesUntilRefused, port) for _ in range(2)]
+        sent = await inThread(hangUpStorm, pid)
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+        for load in loads:
+            greeted, lost = await load
+            self.assertEqual(lost, [])
+            self.assertGreater(greeted, 0)
+        self.assertGreater(sent, 25)

@@ -27,6 +27,11 @@ ACTIVATE = (
 )
 
 
+UNIT = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "contrib", "systemd", "hellotcp.service"
+)
+
+
 class SocketActivationTests(CommandTestCase):
     """
     ``--listen systemd:domain=INET:index=0``.
@@ -45,6 +50,56 @@ class SocketActivationTests(CommandTestCase):
         serve it.
         """
         await self.activate("--workers", "2")
+
+    async def test_reload(self) -> None:
+        """
+        ``systemctl reload`` (the unit's ``ExecReload``, SIGHUP) on a server
+        without TLS: one line saying there is nothing to reload, and the
+        server goes on serving.
+        """
+        with open(UNIT) as unit:
+            self.assertIn("ExecReload=/bin/kill -HUP $MAINPID\n", unit.read())
+        process = await self.activate(hangUp=True)
+        lines = (process.out + process.err).decode().splitlines()
+        self.assertEqual(
+            [line for line in lines if "SIGHUP" in line],
+            [line for line in lines if "SIGHUP: no TLS files to reload" in line],
+        )
+        self.assertEqual(len([line for line in lines if "SIGHUP" in line]), 1)
+
+    async def test_reloadWithWorkers(self) -> None:
+        """
+        The same with ``--workers 2``: the parent says it in one line, and no
+        worker dies.
+        """
+        process = await self.activate("--workers", "2", hangUp=True)
+        lines = (process.out + process.err).decode().splitlines()
+        self.assertEqual(len([line for line in lines if "SIGHUP" in line]), 1)
+        self.assertNotIn("was killed", "\n".join(lines))
+
+    async def test_noInheritedSocket(self) -> None:
+        """
+        Without an inherited socket, one line says so (not ``list index out
+        of range``), exit status 2 as for any listener that is wrong on the
+        command line; with ``--workers`` as well.
+        """
+        for extra in [[], ["--workers", "2"]]:
+            status, _, err = await self.runCommand(
+                [
+                    command("twist"),
+                    "hellotcp",
+                    "--listen",
+                    "systemd:domain=INET:index=0",
+                    *extra,
+                ]
+            )
+            self.assertEqual(status, 2)
+            self.assertOneLine(
+                status,
+                err,
+                "hellotcp: error: --listen systemd:domain=INET:index=0: no "
+                "inherited socket at that index: LISTEN_FDS is not set",
+            )
 
     async def test_inheritedUNIXSocketRefusedWithWorkers(self) -> None:
         """
@@ -102,10 +157,11 @@ class SocketActivationTests(CommandTestCase):
         self.addCleanup(kill)
         return process
 
-    async def activate(self, *extra: str) -> None:
+    async def activate(self, *extra: str, hangUp: bool = False) -> Process:
         """
         Start ``twist hellotcp`` as systemd would on an inherited socket,
-        greet it five times, and stop it with SIGTERM.
+        greet it five times (SIGHUP it, as ``systemctl reload`` does, and
+        greet it five times more), and stop it with SIGTERM.
         """
         listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
         self.addCleanup(listener.close)
@@ -116,6 +172,12 @@ class SocketActivationTests(CommandTestCase):
         for _ in range(5):
             answer, _ = await inThread(classicClient, port)
             self.assertEqual(answer, b"Hello, client!")
+        if hangUp:
+            process.transport.signalProcess("HUP")  # type: ignore[union-attr]
+            for _ in range(5):
+                answer, _ = await inThread(classicClient, port)
+                self.assertEqual(answer, b"Hello, client!")
         process.transport.signalProcess("TERM")  # type: ignore[union-attr]
         self.assertEqual(await process.ended.addTimeout(TIMEOUT, reactor), 0)
         self.assertNotIn(b"error", process.out + process.err)
+        return process

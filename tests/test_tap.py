@@ -6,10 +6,14 @@ they make.
 from __future__ import annotations
 
 import io
+import os
+import signal
 import sys
+from typing import Any
 from unittest import mock
 
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from hellotcp import tap
@@ -17,6 +21,8 @@ from hellotcp._options import OneLineErrorOptions
 from hellotcp.protocol import HelloServerFactory, ServerSettings
 from hellotcp.service import HelloService, withBacklog
 from hellotcp.workers import WorkerSupervisor
+
+from .test_tls_interop import pki, tlsListen
 
 
 def parse(*argv: str) -> tap.Options:
@@ -38,7 +44,19 @@ def server(options: tap.Options) -> HelloService:
     return service
 
 
-class OneLineErrors(SynchronousTestCase):
+class KeepsSignals(SynchronousTestCase):
+    """
+    Test cases that build and start services, which take SIGHUP, SIGTERM
+    and SIGINT over: the test's process gets its own handlers back after
+    each test.
+    """
+
+    def setUp(self) -> None:
+        for number in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            self.addCleanup(signal.signal, number, signal.getsignal(number))
+
+
+class OneLineErrors(KeepsSignals):
     """
     Test cases that check the one-line errors of the options.
     """
@@ -161,7 +179,7 @@ class OptionsTests(OneLineErrors):
         self.assertTrue(issubclass(tap.Options, OneLineErrorOptions))
 
 
-class MakeServiceTests(SynchronousTestCase):
+class MakeServiceTests(KeepsSignals):
     """
     `tap.makeService` serves the factory on every endpoint.
     """
@@ -190,6 +208,59 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsInstance(factory, HelloServerFactory)
         self.assertIs(factory, service.factory)
         self.assertEqual(factory.settings, options["settings"])
+
+    def test_holdsHangUpsAtOnce(self) -> None:
+        """
+        Building the service takes SIGHUP over at once, before the reactor
+        runs, for the service's own `HelloService.hangUp` (with or without
+        TLS).
+        """
+        queued: list[Any] = []
+
+        class ThreadedMemoryReactor(MemoryReactorClock):
+            def callFromThread(self, f: Any, *args: object) -> None:
+                queued.append((f, args))
+
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        for argv, said in [
+            ([], "SIGHUP: no TLS files to reload"),
+            (tlsListen(7001, *pki().server), "TLS certificate reloaded from "),
+        ]:
+            options = tap.Options()
+            options.reactor = ThreadedMemoryReactor()
+            options.parseOptions(["--listen", "tcp:7000", *argv])
+            server(options)
+            self.assertFalse(options.reactor.running)
+            self.assertNotIn(signal.getsignal(signal.SIGHUP), (signal.SIG_DFL, None))
+            os.kill(os.getpid(), signal.SIGHUP)
+            [(f, args)] = queued
+            queued.clear()
+            with capturedLogs() as events:
+                f(*args)
+            [line] = [formatEvent(e) for e in events]
+            self.assertTrue(line.startswith(said), line)
+
+    def test_fileLimitCountsListeners(self) -> None:
+        """
+        The descriptors kept for the server itself grow with its listeners
+        and with the metrics listener and its connections.
+        """
+        from hellotcp.metricspage import MAX_CONNECTIONS
+
+        base = tap._descriptorsNeeded(parse("--listen", "tcp:7000"), None)
+        two = tap._descriptorsNeeded(
+            parse("--listen", "tcp:7000", "--listen", "tcp:7001"), None
+        )
+        self.assertEqual(two, base + 1)
+        withMetrics = tap._descriptorsNeeded(
+            parse("--listen", "tcp:7000", "--metrics", "tcp:9100"), None
+        )
+        self.assertEqual(withMetrics, base + 1 + MAX_CONNECTIONS)
+        # A worker does not serve the page; it holds its readiness pipe.
+        inWorker = tap._descriptorsNeeded(
+            parse("--listen", "tcp:7000", "--metrics", "tcp:9100"), 1
+        )
+        self.assertEqual(inWorker, base + 1)
 
     def test_stopDrains(self) -> None:
         """
@@ -229,7 +300,7 @@ class WithBacklogTests(SynchronousTestCase):
             self.assertEqual(withBacklog(description, 9), description)
 
 
-class LogLevelTests(SynchronousTestCase):
+class LogLevelTests(KeepsSignals):
     """
     Under ``twist --log-level=warn`` greetings are not logged at all.
     """
@@ -328,10 +399,23 @@ class WorkersOptionTests(OneLineErrors):
         """
         A bad count, or a listener the workers could not adopt, is one line.
         """
-        wrongCount = "--workers must be a whole number greater than 0 or auto"
+        wrongCount = "--workers must be a whole number from 1 to 256, or auto"
         for argv, expected in [
             (["--workers", "0"], f"{wrongCount}, not '0'"),
             (["--workers", "many"], f"{wrongCount}, not 'many'"),
+            (["--workers", "20000"], f"{wrongCount}, not '20000'"),
+            (
+                ["--listen", "systemd:domain=INET:index=0"],
+                "--listen systemd:domain=INET:index=0: no inherited socket at "
+                "that index: LISTEN_FDS is not set (systemd passes sockets to a "
+                "service that its .socket unit starts)",
+            ),
+            (
+                ["--workers", "2", "--listen", "systemd:domain=INET:name=web"],
+                "--listen systemd:domain=INET:name=web: no inherited socket "
+                "named 'web': LISTEN_FDS is not set (systemd passes sockets to a "
+                "service that its .socket unit starts)",
+            ),
             (
                 ["--workers", "2", "--listen", "ssl:7000:privateKey=k.pem"],
                 "--listen ssl:7000:privateKey=k.pem: --workers serves TCP: tcp, "
@@ -349,6 +433,32 @@ class WorkersOptionTests(OneLineErrors):
             ),
         ]:
             self.assertOneLineError(argv, expected)
+
+    def test_parentFileLimit(self) -> None:
+        """
+        The parent raises its open-file limit for a socket per worker per
+        listener, a pipe per worker, the metrics listener and its
+        connections; if the hard limit is too low, it stops in one line.
+        """
+        asked: list[int] = []
+
+        def raiseFileLimit(needed: int) -> int:
+            asked.append(needed)
+            return 100
+
+        self.patch(tap, "raiseFileLimit", raiseFileLimit)
+        options = parse(
+            "--workers", "4", "--listen", "tcp:7000", "--listen", "tcp:7001"
+        )
+        self.assertIsInstance(tap.makeService(options), WorkerSupervisor)
+        self.assertEqual(asked, [4 * (2 + 1) + 64])
+        with self.assertRaises(SystemExit) as raised:
+            tap.makeService(parse("--workers", "20", "--metrics", "tcp:9100"))
+        self.assertEqual(
+            raised.exception.code,
+            "hellotcp: error: --workers 20 needs 121 open files, and the "
+            "open-file limit is 100 (ulimit -n, LimitNOFILE=)",
+        )
 
     def test_metricsNeedTheExtra(self) -> None:
         """
@@ -374,4 +484,6 @@ class WorkersOptionTests(OneLineErrors):
         ports = {
             port: type(factory).__name__ for port, factory, _, _ in reactor.tcpServers
         }
-        self.assertEqual(ports, {7000: "HelloServerFactory", 9100: "MetricsSite"})
+        self.assertEqual(
+            ports, {7000: "HelloServerFactory", 9100: "LimitedConnections"}
+        )
