@@ -345,7 +345,8 @@ class StaleFoldersTests(SynchronousTestCase):
         Only folders named as workers' metrics folders, of this user, whose
         recorded owner is dead in this process-id namespace, are removed.
         """
-        parent = self.mktemp()
+        # Absolute: Python 3.12 and later make mkdtemp's result absolute.
+        parent = os.path.abspath(self.mktemp())
         os.makedirs(parent)
         live = workersFolder(parent)
         with open(os.path.join(live, "owner")) as owner:
