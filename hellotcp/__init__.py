@@ -11,10 +11,9 @@ with a greeting and closes.  The public API:
     gracefully.
 """
 
+from ._wire import DEFAULT_GREETING, DEFAULT_MESSAGE
 from .greet import HelloClientProtocol, NoGreetingError, ResponseTooLongError, greet
 from .protocol import (
-    DEFAULT_GREETING,
-    DEFAULT_MESSAGE,
     HelloServerFactory,
     HelloServerProtocol,
     Outcome,

@@ -33,9 +33,6 @@ class ConnectionTable(Generic[_C]):
     def __iter__(self) -> Iterator[_C]:
         return iter(list(self._peers))
 
-    def __contains__(self, connection: object) -> bool:
-        return connection in self._peers
-
     def count(self, peer: str) -> int:
         """
         How many connections ``peer`` has open.
@@ -78,17 +75,14 @@ class ConnectionTable(Generic[_C]):
         """
         self._silentSince.pop(connection, None)
 
-    def remove(self, connection: _C) -> bool:
+    def remove(self, connection: _C) -> None:
         """
-        Forget a connection.
-
-        :returns: Whether it was still counted.
+        Forget a connection; one forgotten already is left alone.
         """
         if connection not in self._peers:
-            return False
+            return
         self._uncount(self._peers.pop(connection))
         self._silentSince.pop(connection, None)
-        return True
 
     def oldestSilent(self, before: float, peer: str | None = None) -> _C | None:
         """

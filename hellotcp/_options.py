@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Sequence
-from typing import ClassVar, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar, TypeVar
 
 from twisted.python import usage
 
 _Number = TypeVar("_Number", int, float)
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
 MAX_SECONDS = 86400.0
 """The most any option counting seconds accepts: a day."""
@@ -77,6 +79,28 @@ def number(
     return parsed
 
 
+@contextmanager
+def asUsageError(*kinds: type[Exception]) -> Iterator[None]:
+    """
+    Turn an error of one of ``kinds`` (a library's own, whose message is one
+    line for a user) raised in the block into a usage error with the same
+    message, so that the command ends with that line.
+    """
+    try:
+        yield
+    except kinds as error:
+        raise usage.UsageError(str(error)) from None
+
+
+def oneLineHelp(handler: _Handler) -> _Handler:
+    """
+    Make the docstring of an option's ``opt_`` method one line: ``--help``
+    shows it as it stands, indentation and line breaks included.
+    """
+    handler.__doc__ = " ".join((handler.__doc__ or "").split())
+    return handler
+
+
 class OneLineErrorOptions(usage.Options):
     """
     Options whose mistakes end the program with one line on standard error
@@ -89,6 +113,12 @@ class OneLineErrorOptions(usage.Options):
     program: ClassVar[str] = "hellotcp"
 
     def __init__(self) -> None:
+        """
+        Set up the options as ``usage.Options`` does.
+        """
+        # Not redundant: usage.Options.__init__ has no annotations, so under
+        # mypy --strict each subclass's super().__init__() would need an
+        # ignore; this typed one stands for it.
         usage.Options.__init__(self)
 
     def opt_version(self) -> None:

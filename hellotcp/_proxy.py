@@ -11,8 +11,11 @@ hellotcp needs working through it:
   0 to 65535, nothing else on the line; or version 2 as Twisted parses it.
   Anything else (junk, ``999.1.1.1``, a bad port, a header cut short by the
   client's half-close or close) closes the connection at once, and the
-  wrapped protocol is told why (`hellotcp.protocol.BadProxyHeader`): it
-  logs one contained failure, and never greets;
+  wrapped protocol is told why (``headerRefused`` of
+  `hellotcp.protocol.IConnectionReport`): it logs one contained failure,
+  and never greets;
+- once the header is read, the wrapped protocol is told that the transport
+  now names the real client (``peerRevealed``);
 - a header may arrive in pieces, however small;
 - a client's half-close after the header (the end of its message) reaches
   the protocol;
@@ -28,21 +31,21 @@ import struct
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocolFactory
 from twisted.internet.protocol import connectionDone
-from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
-from twisted.protocols.haproxy._info import ProxyInfo
-from twisted.protocols.haproxy._v1parser import V1Parser
-from twisted.protocols.haproxy._v2parser import V2Parser
-from twisted.protocols.haproxy._wrapper import (
-    HAProxyProtocolWrapper,
-    HAProxyWrappingFactory,
-)
 from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._escape import escape
 from ._refusals import KeepsRefusals, halfCloseable
-from .protocol import BadProxyHeader
+from ._twistedcompat import (
+    HAProxyWrappingFactory,
+    InvalidProxyHeader,
+    ProxyInfo,
+    ProxyWrapperBase,
+    V1Parser,
+    V2Parser,
+)
+from .protocol import IConnectionReport
 
 _V1_SIGNATURE = b"PROXY "
 _V2_SIGNATURE: bytes = V2Parser.PREFIX
@@ -50,6 +53,15 @@ _V2_SIGNATURE: bytes = V2Parser.PREFIX
 _QUOTED = 108
 # A port: decimal, no sign, no leading zero, at most five digits.
 _PORT = re.compile(rb"(?:0|[1-9][0-9]{0,4})\Z")
+
+
+class BadProxyHeader(Exception):
+    """
+    The PROXY header of a connection was malformed or cut short; the text
+    says how, and is safe to log as it is: whatever it quotes of what the
+    client sent was escaped by whoever raised it.  It is also the reason the
+    wrapped protocol's ``connectionLost`` is given.
+    """
 
 
 def _quote(header: bytes) -> str:
@@ -90,28 +102,26 @@ def checkV1(line: bytes) -> None:
 
 
 @implementer(IHalfCloseableProtocol)
-class _ProxyProtocol(HAProxyProtocolWrapper):
-    # The wrapped protocol is connected before the header is read, so the
-    # peer this transport names changes, once, when it has been.
-    peerKnownLate = True
-
+class _ProxyProtocol(ProxyWrapperBase):
     _refusal: Failure | None = None
     # What has arrived of a header not yet complete.
     _head = b""
+    # The parser of the header's version, once its signature has arrived.
+    _reader: V1Parser | V2Parser | None = None
 
     def dataReceived(self, data: bytes) -> None:
-        if self._proxyInfo is not None:
+        if self.proxyInfo is not None:
             self.wrappedProtocol.dataReceived(data)
             return
         if self._refusal is not None:
             return
         self._head += data
         head = self._head
-        if self._parser is None:
+        if self._reader is None:
             if head.startswith(_V2_SIGNATURE) and len(head) >= 16:
-                self._parser = V2Parser()
+                self._reader = V2Parser()
             elif head.startswith(_V1_SIGNATURE):
-                self._parser = V1Parser()
+                self._reader = V1Parser()
             elif _V2_SIGNATURE.startswith(head[:12]) or _V1_SIGNATURE.startswith(head):
                 return  # a signature's first bytes: wait for the rest
             else:
@@ -120,8 +130,8 @@ class _ProxyProtocol(HAProxyProtocolWrapper):
             data = head
         info: ProxyInfo | None
         try:
-            info, remaining = self._parser.feed(data)
-            if info is not None and isinstance(self._parser, V1Parser):
+            info, remaining = self._reader.feed(data)
+            if info is not None and isinstance(self._reader, V1Parser):
                 checkV1(info.header)
         except BadProxyHeader as error:
             self._refuse(str(error))
@@ -133,7 +143,12 @@ class _ProxyProtocol(HAProxyProtocolWrapper):
         if info is None:
             return
         self._head = b""
-        self._proxyInfo = info
+        self.proxyInfo = info
+        # The wrapped protocol was connected before the header was read: the
+        # peer this transport names has changed, once.
+        report = IConnectionReport(self.wrappedProtocol, None)
+        if report is not None:
+            report.peerRevealed()
         if remaining:
             self.wrappedProtocol.dataReceived(remaining)
 
@@ -143,7 +158,7 @@ class _ProxyProtocol(HAProxyProtocolWrapper):
         self.loseConnection()  # type: ignore[no-untyped-call]
 
     def readConnectionLost(self) -> None:
-        if self._proxyInfo is None:
+        if self.proxyInfo is None:
             # The client ended before its header was whole: nothing to greet.
             # (One that sent nothing at all is only lost, as anywhere else.)
             if self._refusal is None and self._head:
@@ -168,8 +183,11 @@ class _ProxyProtocol(HAProxyProtocolWrapper):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._refusal is not None:
             reason = self._refusal
-        elif self._proxyInfo is None and self._head and reason.check(ConnectionDone):
+        elif self.proxyInfo is None and self._head and reason.check(ConnectionDone):
             reason = Failure(BadProxyHeader(self._incomplete()))
+        report = IConnectionReport(self.wrappedProtocol, None)
+        if report is not None and reason.check(BadProxyHeader):
+            report.headerRefused(str(reason.value))
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
 

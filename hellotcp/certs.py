@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.python import usage
 
-from ._options import OneLineErrorOptions
+from ._options import OneLineErrorOptions, oneLineHelp
 
 DEFAULT_HOSTNAMES = ("localhost", "127.0.0.1", "::1")
 """The names a server certificate covers unless told otherwise."""
@@ -246,15 +246,13 @@ class CertsOptions(OneLineErrorOptions):
         super().__init__()
         self["hostnames"] = []
 
+    @oneLineHelp
     def opt_hostname(self, name: str) -> None:
         """
         A host name or IP address the server certificate covers (repeatable).
         [default: localhost, 127.0.0.1, ::1]
         """
         self["hostnames"].append(name)
-
-    # usage.Options shows a docstring as it stands, indentation included.
-    opt_hostname.__doc__ = " ".join((opt_hostname.__doc__ or "").split())
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """

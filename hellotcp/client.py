@@ -17,7 +17,7 @@ from typing import Any, NoReturn, cast
 from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from twisted.internet import defer, error
-from twisted.internet.endpoints import _parse, clientFromString
+from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import (
     IReactorCore,
     IReactorTime,
@@ -29,11 +29,18 @@ from twisted.python.failure import Failure
 
 from ._escape import escape
 from ._options import OneLineErrorOptions, number
-from ._tlserror import describeTLSError
+from ._twistedcompat import parseEndpoint
+from ._wire import DEFAULT_MESSAGE
 from .greet import AnswerCutShortError, NoGreetingError, ResponseTooLongError, greet
 from .probe import Statistics, drawExchange, pingLine, probe
-from .protocol import DEFAULT_MESSAGE
-from .tls import CertificateFiles, TLSFileError, VerifiedClientTLS, clientTLS
+from .tls import (
+    CertificateFiles,
+    TLSFileError,
+    VerifiedClientTLS,
+    clientTLS,
+    describeTLSError,
+    explainClientTLSFailure,
+)
 
 DEFAULT_CONNECT = "tcp:localhost:5000"
 """Where the client connects unless told otherwise: the classic server."""
@@ -195,7 +202,7 @@ def checkPort(description: str) -> None:
 
     :raises usage.UsageError: Naming the endpoint and the port.
     """
-    args, kwargs = _parse(description)
+    args, kwargs = parseEndpoint(description)
     if not args or args[0] not in ("tcp", "tls"):
         return
     port = kwargs.get("port", args[2] if len(args) > 2 else None)
@@ -217,39 +224,11 @@ def endpointHost(description: str) -> str | None:
     The host of a ``tcp:`` or ``tcp6:`` client endpoint description, which
     TLS verifies the server's certificate against.
     """
-    args, kwargs = _parse(description)
+    args, kwargs = parseEndpoint(description)
     if args and args[0] in ("tcp", "tcp6"):
         host = kwargs.get("host", args[1] if len(args) > 1 else None)
         return str(host) if host else None
     return None
-
-
-# OpenSSL's reasons for a failed handshake, as a user would put them.
-_TLS_PROBLEMS = [
-    (
-        "certificate required",
-        "the server requires a client certificate (--certificate and --private-key)",
-    ),
-    ("unknown ca", "the server does not trust the CA of this client certificate"),
-    ("bad certificate", "the server refused this client certificate"),
-    ("certificate expired", "the server refused this client certificate: expired"),
-    ("wrong version number", "the server is not speaking TLS (a plain TCP port?)"),
-    ("packet length too long", "the server is not speaking TLS (a plain TCP port?)"),
-    ("record layer failure", "the server is not speaking TLS (a plain TCP port?)"),
-]
-
-
-def _describeTLS(reason: BaseException | None, tls: VerifiedClientTLS | None) -> str:
-    if tls is not None and (problem := tls.problem()):
-        return problem
-    if isinstance(reason, VerificationError):
-        hostname = tls.hostname if tls else "the host"
-        return f"the server's certificate is not valid for {hostname}"
-    detail = describeTLSError(reason)
-    for clue, meaning in _TLS_PROBLEMS:
-        if clue in detail:
-            return meaning
-    return detail
 
 
 def describeFailure(
@@ -266,7 +245,7 @@ def describeFailure(
     if isinstance(reason, (SSL.Error, VerificationError)) or (
         tls is not None and tls.problem()
     ):
-        return f"TLS with {where} failed: {_describeTLS(reason, tls)}"
+        return f"TLS with {where} failed: {explainClientTLSFailure(reason, tls)}"
     if isinstance(reason, error.ConnectionRefusedError):
         return f"connection refused by {where}"
     if isinstance(reason, (defer.TimeoutError, error.TimeoutError)):

@@ -20,7 +20,15 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from .protocol import DEFAULT_MESSAGE, canHalfClose
+from ._wire import DEFAULT_MESSAGE, canHalfClose
+
+__all__ = [
+    "AnswerCutShortError",
+    "HelloClientProtocol",
+    "NoGreetingError",
+    "ResponseTooLongError",
+    "greet",
+]
 
 _MAX_RESPONSE_BYTES = 65536
 

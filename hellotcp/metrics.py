@@ -19,8 +19,6 @@ import stat
 import tempfile
 from typing import TYPE_CHECKING, Any
 
-from twisted.python import usage
-
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
@@ -100,11 +98,18 @@ NO_METRICS = ServerMetrics()
 """The `ServerMetrics` of a factory that counts nothing."""
 
 
+class MetricsUnavailableError(ImportError):
+    """
+    ``prometheus_client`` (the ``metrics`` extra) is not installed; the
+    message says what to install, in one line.
+    """
+
+
 def _prometheus() -> Any:
     try:
         import prometheus_client
     except ImportError:
-        raise usage.UsageError(
+        raise MetricsUnavailableError(
             "--metrics needs prometheus_client: pip install 'hellotcp[metrics]'"
         ) from None
     return prometheus_client
@@ -112,7 +117,9 @@ def _prometheus() -> Any:
 
 def checkAvailable() -> None:
     """
-    :raises twisted.python.usage.UsageError: If ``prometheus_client`` is not
+    Check that metrics can be counted here.
+
+    :raises MetricsUnavailableError: If ``prometheus_client`` is not
         installed.
     """
     _prometheus()

@@ -24,7 +24,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import connectProtocol, wrapClientTLS
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
-    IAddress,
     IHandshakeListener,
     IOpenSSLClientConnectionCreator,
     IReactorTime,
@@ -35,8 +34,19 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._escape import escape
+from ._wire import canHalfClose, formatAddress
 from .greet import HelloClientProtocol
-from .protocol import canHalfClose, formatAddress
+
+__all__ = [
+    "ExchangeRecord",
+    "Statistics",
+    "TLSDetails",
+    "TracingClientProtocol",
+    "drawExchange",
+    "pingLine",
+    "probe",
+    "tlsDetails",
+]
 
 # struct tcp_info (linux/tcp.h): tcpi_rtt and tcpi_rttvar (microseconds) at
 # byte 68 and 72, tcpi_total_retrans at byte 100.
@@ -63,7 +73,7 @@ class TLSDetails:
 class ExchangeRecord:
     """
     One exchange, measured on the client's side.  Times are seconds on the
-    reactor's clock; those of steps not reached are L{None}.
+    reactor's clock; those of steps not reached are `None`.
 
     :ivar closedBy: ``"server"`` when the server's end of file came first
         (the normal end), ``"reset"`` when the connection was reset (or a
@@ -92,7 +102,7 @@ class ExchangeRecord:
 
     def elapsed(self, moment: float | None) -> float | None:
         """
-        Milliseconds from the start to C{moment}.
+        Milliseconds from the start to ``moment``.
         """
         return None if moment is None else (moment - self.started) * 1000
 
@@ -196,8 +206,8 @@ class TracingClientProtocol(HelloClientProtocol):
         Note the connection and its addresses, then send.
         """
         self.record.connected = self._clock.seconds()
-        self.record.local = _address(self.transport.getHost())
-        self.record.remote = _address(self.transport.getPeer())
+        self.record.local = formatAddress(self.transport.getHost())
+        self.record.remote = formatAddress(self.transport.getPeer())
         self._readTCPInfo()
         super().connectionMade()
         self.record.halfClosed = canHalfClose(self.transport)
@@ -251,10 +261,6 @@ class TracingClientProtocol(HelloClientProtocol):
             self.record.retransmits = _RETRANSMITS.unpack_from(info, 100)[0]
 
 
-def _address(address: IAddress) -> str:
-    return formatAddress(address)
-
-
 def probe(
     reactor: IReactorTime,
     endpoint: IStreamClientEndpoint,
@@ -267,7 +273,7 @@ def probe(
     """
     Run one measured exchange.  It never fails: a failure is recorded in the
     record's ``outcome`` (a short kind) and ``error`` (a sentence), as
-    C{describe} names them.
+    ``describe`` names them.
     """
     if tls is not None:
         endpoint = wrapClientTLS(tls, endpoint)
@@ -309,7 +315,7 @@ _RESET = "\x1b[0m"
 
 def drawExchange(record: ExchangeRecord, colour: bool = False, width: int = 50) -> str:
     """
-    Draw C{record} as a sequence diagram: the client on the left, the server
+    Draw ``record`` as a sequence diagram: the client on the left, the server
     on the right, one arrow per step with what was measured.
     """
 

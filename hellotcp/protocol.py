@@ -38,7 +38,22 @@ Defences against hostile clients, all on by default:
     logged one by one up to a burst, then summarised.
 
 This module knows bytes and factories only: no command line, no files, no
-TLS configuration (TLS wraps these factories from outside).
+TLS and no PROXY protocol.  Those wrap these factories from outside
+(`hellotcp.tls`, `hellotcp._proxy`), and report what they learn about a
+connection through `IConnectionReport`, which `HelloServerProtocol`
+provides:
+
+  - ``peerRevealed()``: a PROXY header has been read, and the transport's
+    ``getPeer()`` now names the real client rather than the balancer;
+  - ``headerRefused(reason)``: the PROXY header was malformed or cut short;
+    the connection is closed without a greeting (``bad-proxy-header``);
+  - ``clientIdentified(subject)``: the TLS handshake verified a client
+    certificate, logged in the exchange's ``client`` field;
+  - ``tlsFailed(reason)``: TLS failed, and that is why the connection is
+    being lost (``tls-failed``).
+
+A wrapper that is itself wrapped (TLS beneath a PROXY wrapper) passes on
+what the outer one reports.
 """
 
 from __future__ import annotations
@@ -47,36 +62,41 @@ from enum import Enum
 from typing import TYPE_CHECKING, cast
 
 from attrs import frozen
-from OpenSSL import SSL
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHalfCloseableProtocol,
-    IHandshakeListener,
     IReactorTime,
-    ISSLTransport,
     ITCPTransport,
-    ITransport,
 )
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import Interface, implementer
 
 from ._connections import ConnectionTable
 from ._escape import escape, escapeText
 from ._summary import SummarizingLog
-from ._tlserror import describeTLSError
+
+# What both ends share lives in _wire; these names stay importable from here,
+# where they were first defined.
+from ._wire import DEFAULT_GREETING as DEFAULT_GREETING
+from ._wire import DEFAULT_MESSAGE as DEFAULT_MESSAGE
+from ._wire import canHalfClose as canHalfClose
+from ._wire import formatAddress as formatAddress
 from .metrics import NO_METRICS, ServerMetrics
 
-DEFAULT_GREETING = b"Hello, client!"
-"""What the server answers unless told otherwise (the classic server's reply)."""
-
-DEFAULT_MESSAGE = b"Hello, server!"
-"""What the client sends unless told otherwise (the classic client's message)."""
+__all__ = [
+    "EVICTION_AGE",
+    "HEALTH_CHECK_MESSAGE",
+    "HelloServerFactory",
+    "HelloServerProtocol",
+    "IConnectionReport",
+    "Outcome",
+    "ServerSettings",
+]
 
 _log = Logger()
 
@@ -128,14 +148,6 @@ greeted like any other, but logged at debug level and counted under its own
 outcome, so that checks every half second do not fill the log."""
 
 
-class BadProxyHeader(Exception):
-    """
-    The PROXY header of a connection was malformed or cut short; the text
-    says how, and is safe to log as it is: whatever it quotes of what the
-    client sent was escaped by whoever raised it.
-    """
-
-
 @frozen
 class ServerSettings:
     """
@@ -171,39 +183,6 @@ class ServerSettings:
                 raise ValueError(f"{name} must be at least 1")
 
 
-def formatAddress(address: IAddress) -> str:
-    """
-    Format a peer or host address the way people write it, escaped as every
-    field a client controls is (a PROXY header chooses the addresses).
-
-    :returns: ``host:port``, ``[v6-host]:port``, a UNIX socket path, or the
-        address's own ``str`` for anything else.
-    """
-    if isinstance(address, IPv4Address):
-        return f"{escapeText(address.host)}:{address.port}"
-    if isinstance(address, IPv6Address):
-        return f"[{escapeText(address.host)}]:{address.port}"
-    if isinstance(address, UNIXAddress):
-        name = address.name
-        if isinstance(name, bytes):
-            return escape(name) or "unix"
-        return escapeText(name) if name else "unix"
-    return escapeText(str(address))
-
-
-def canHalfClose(transport: ITransport) -> bool:
-    """
-    Whether ``transport`` can close its writing side and go on reading.
-
-    TLS transports pass ``loseWriteConnection`` through to the TCP connection
-    beneath them, which would cut the TLS stream mid-record, so they count as
-    unable (they close with a TLS close alert instead).
-    """
-    return hasattr(transport, "loseWriteConnection") and not (
-        ISSLTransport.providedBy(transport)
-    )
-
-
 # A silent connection younger than this is never evicted: a client that has
 # just connected is about to send its message.
 EVICTION_AGE = 1.0
@@ -233,7 +212,52 @@ class _State(Enum):
     CLOSED = "closed"
 
 
-@implementer(IHalfCloseableProtocol, IHandshakeListener)
+class IConnectionReport(Interface):
+    """
+    What a wrapper between a connection and its protocol (TLS, the PROXY
+    protocol) has learnt about the connection and tells the protocol.
+
+    A wrapper calls these methods on the protocol it wraps, if that protocol
+    provides this interface; a wrapper that is itself wrapped provides it
+    too and passes on what it is told.  Each may be called at most once per
+    connection.  The texts are for the exchange's log line.
+    """
+
+    def peerRevealed() -> None:
+        """
+        A PROXY header has been read: from now on the transport's
+        ``getPeer()`` names the real client, no longer the balancer.  It
+        comes before the first byte of the message.
+        """
+
+    def headerRefused(reason: str) -> None:
+        """
+        The PROXY header was malformed or cut short, and the connection is
+        being closed without passing a byte on; ``connectionLost`` follows.
+
+        :param reason: How, safe to log as it is: whatever it quotes of the
+            client's bytes is escaped already.
+        """
+
+    def clientIdentified(subject: str) -> None:
+        """
+        The TLS handshake verified the client's certificate (mutual TLS).
+
+        :param subject: The certificate's subject, as RFC 4514 text; not
+            escaped.
+        """
+
+    def tlsFailed(reason: str) -> None:
+        """
+        TLS failed (a handshake refused, a client that does not speak TLS,
+        a corrupt record), and that is why the connection is being lost;
+        ``connectionLost`` follows at once.
+
+        :param reason: OpenSSL's reasons in one line; not escaped.
+        """
+
+
+@implementer(IHalfCloseableProtocol, IConnectionReport)
 class HelloServerProtocol(Protocol):
     """
     Serve one exchange: read a message, log it, answer with the greeting,
@@ -261,6 +285,10 @@ class HelloServerProtocol(Protocol):
         self._client: str | None = None
         self._received = 0
         self._flushed = False
+        # What the wrappers reported (see IConnectionReport).
+        self._peerRevealed = False
+        self._headerRefusal: str | None = None
+        self._tlsFailure: str | None = None
 
     def connectionMade(self) -> None:
         """
@@ -324,16 +352,34 @@ class HelloServerProtocol(Protocol):
         """
         self._flushed = True
 
-    def handshakeCompleted(self) -> None:
+    def peerRevealed(self) -> None:
         """
-        Under TLS, note the verified client certificate's subject, if the
-        client presented one, for the exchange's log.
+        Behind a PROXY endpoint, the real client is known now; it is
+        counted against the per-peer limit at the first byte of the message
+        (see `HelloServerFactory.connectionSpoke`).
         """
-        certificate = self.transport.getPeerCertificate()  # type: ignore[attr-defined]
-        if certificate is not None:
-            self._client = escapeText(
-                certificate.to_cryptography().subject.rfc4514_string()
-            )
+        self._peerRevealed = True
+
+    def headerRefused(self, reason: str) -> None:
+        """
+        The PROXY header was refused: the exchange is logged as
+        ``bad-proxy-header`` with ``reason`` (escaped already).
+        """
+        self._headerRefusal = reason
+
+    def clientIdentified(self, subject: str) -> None:
+        """
+        Under mutual TLS, note the client certificate's subject for the
+        exchange's log.
+        """
+        self._client = escapeText(subject)
+
+    def tlsFailed(self, reason: str) -> None:
+        """
+        TLS failed: unless the exchange had another outcome already, it is
+        logged as ``tls-failed`` with ``reason``.
+        """
+        self._tlsFailure = reason
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
@@ -347,13 +393,13 @@ class HelloServerProtocol(Protocol):
         problem = None
         if self._state is _State.READING:
             self._message = self._buffer
-            if reason.check(BadProxyHeader):
+            if self._headerRefusal is not None:
                 self._outcome = Outcome.BAD_PROXY_HEADER
-                problem = str(reason.value)  # escaped where it was raised
+                problem = self._headerRefusal  # escaped where it was made
             elif self._outcome is Outcome.LOST and not reason.check(ConnectionDone):
-                if reason.check(SSL.Error):
+                if self._tlsFailure is not None:
                     self._outcome = Outcome.TLS_FAILED
-                    problem = escapeText(describeTLSError(reason.value))
+                    problem = escapeText(self._tlsFailure)
                 else:
                     problem = escapeText(reason.getErrorMessage())
         elif not self._flushed and not reason.check(ConnectionDone):
@@ -578,7 +624,7 @@ class HelloServerFactory(_ServerFactory):
         :returns: Whether the connection may go on.
         """
         self.connections.spoke(protocol)
-        if not getattr(protocol.transport, "peerKnownLate", False):
+        if not protocol._peerRevealed:
             return True
         peer = getattr(protocol.transport.getPeer(), "host", None)
         if peer == protocol.peer:

@@ -9,16 +9,17 @@ from __future__ import annotations
 import atexit
 import resource
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import cast
 
+from attrs import evolve
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.application.strports import service as listenerService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError, ConnectionDone
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
@@ -27,16 +28,18 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._proxy import ProxyFactory
-from .protocol import HelloServerFactory
+from ._twistedcompat import closeAfterAccepting, raiseListenErrors
+from .protocol import HelloServerFactory, ServerSettings
 from .tls import ReloadableServerTLS, TLSServerFactory
 
 _log = Logger()
 
-_PROXY_PREFIX = "haproxy:"
+PROXY_PREFIX = "haproxy:"
+"""The prefix of a listener description that adds the PROXY protocol (its
+header comes first, in clear, then TLS if any)."""
 
 DEFAULT_BACKLOG = 4096
 """Listen queue length unless an endpoint description sets its own."""
@@ -47,15 +50,29 @@ DEFAULT_BACKLOG = 4096
 _BACKLOG_TYPES = frozenset({"tcp", "tcp6", "ssl", "unix"})
 
 
+def splitProxy(description: str) -> tuple[bool, str]:
+    """
+    Split a listener description into whether it asks for the PROXY
+    protocol (an ``haproxy:`` prefix) and the server endpoint beneath.
+    """
+    endpoint = description.removeprefix(PROXY_PREFIX)
+    return endpoint != description, endpoint
+
+
+def endpointType(description: str) -> str:
+    """
+    The type of a listener's server endpoint (``tcp``, ``unix``, ...),
+    looking through an ``haproxy:`` prefix.
+    """
+    return splitProxy(description)[1].partition(":")[0]
+
+
 def withBacklog(description: str, backlog: int) -> str:
     """
     Add ``backlog=N`` to a server endpoint description that lacks one and
     whose type takes one (looking through an ``haproxy:`` prefix).
     """
-    kind, _, rest = description.partition(":")
-    if kind == "haproxy":
-        kind = rest.partition(":")[0]
-    if kind not in _BACKLOG_TYPES or "backlog=" in description:
+    if endpointType(description) not in _BACKLOG_TYPES or "backlog=" in description:
         return description
     return f"{description}:backlog={backlog}"
 
@@ -83,31 +100,6 @@ class _PortRecordingEndpoint:
         return self._endpoint.listen(protocolFactory).addCallback(record)
 
 
-def _closeAfterAccepting(port: object) -> None:
-    """
-    Accept every connection queued on a listening port, then close it at
-    once.
-
-    Closing a listening socket resets the connections the kernel has queued
-    on it, whose clients (or balancer) may have sent a whole message.
-    Twisted's ``stopListening`` closes the socket one reactor turn later, and
-    refuses to accept once it has begun; so the reactor stops watching the
-    port, the queue is drained, and the socket is closed in the same breath,
-    leaving no turn for a connection to be queued and then reset.
-    """
-    acceptPending = getattr(port, "doRead", None)
-    if acceptPending is None:
-        return
-    stopReading = getattr(port, "stopReading", None)
-    if stopReading is not None:
-        stopReading()
-    # Each call accepts up to the port's batch size (at least 100).
-    for _ in range(100):
-        acceptPending()
-    if stopReading is not None and getattr(port, "connected", False):
-        port.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
-
-
 def describeListenError(error: BaseException) -> str:
     """
     The reason, in a few words, that listening failed.
@@ -117,6 +109,86 @@ def describeListenError(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return str(error)
+
+
+def cannotListen(name: str, error: BaseException) -> SystemExit:
+    """
+    The exit, in one line and with no traceback, of a server that cannot
+    listen on ``name`` (a listener as the user wrote it).
+    """
+    return SystemExit(
+        f"hellotcp: error: cannot listen on {name}: {describeListenError(error)}"
+    )
+
+
+def startListeners(services: Iterable[IService], privileged: bool = False) -> None:
+    """
+    Start each of ``services`` (listeners, named as the user wrote them).
+
+    :param privileged: Call ``privilegedStartService`` instead.
+    :raises SystemExit: In one line (see `cannotListen`), when one cannot
+        listen; those started before it are left running.
+    """
+    for listener in services:
+        try:
+            if privileged:
+                listener.privilegedStartService()
+            else:
+                listener.startService()
+        except Exception as error:
+            raise cannotListen(str(listener.name), error) from None
+
+
+class StopSignals:
+    """
+    SIGTERM and SIGINT as a request to stop, handed to the reactor's loop.
+
+    Twisted's own handlers make ``twist`` and ``twistd`` die by the signal
+    (exit status 143 or 130); a requested stop is a success, so a service
+    handles them itself and stops the reactor, and the process exits 0.
+
+    :param onSignal: Called in the reactor's loop with the signal's name
+        (``"SIGTERM"``).
+    :param interrupt: Handle SIGINT too; without, it is ignored (a worker,
+        whose parent passes Ctrl-C on as SIGTERM: the terminal's own SIGINT
+        to the whole process group would otherwise count twice).
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorCore,
+        onSignal: Callable[[str], object],
+        interrupt: bool = True,
+    ) -> None:
+        self._reactor = reactor
+        self._onSignal = onSignal
+        self._interrupt = interrupt
+
+    def takeOver(self) -> None:
+        """
+        Handle the signals now, and again once the reactor runs (it installs
+        its own handlers as it starts): one that comes before the reactor
+        runs is a graceful stop as soon as it does, not death by the signal.
+        """
+        self._install()
+        self._reactor.callWhenRunning(self._install)
+
+    def _install(self) -> None:
+        signal.signal(signal.SIGTERM, self.handler)
+        signal.signal(
+            signal.SIGINT, self.handler if self._interrupt else signal.SIG_IGN
+        )
+        # A worker's parent starts it with these blocked (see
+        # hellotcp.workers): one that came meanwhile is handled now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+
+    def handler(self, number: int, frame: FrameType | None) -> None:
+        """
+        The signal handler: a signal handler may run between any two
+        bytecodes of the reactor, so the work is handed to its own loop.
+        """
+        fromThreads = cast(IReactorFromThreads, self._reactor)
+        fromThreads.callFromThread(self._onSignal, signal.Signals(number).name)
 
 
 class HelloService(MultiService):
@@ -153,9 +225,12 @@ class HelloService(MultiService):
         self.factory = factory
         self.shutdownTimeout = shutdownTimeout
         self._reactor = reactor
-        self._handleSignals = handleSignals
+        self._signals = (
+            StopSignals(reactor, self._stopRequested, interrupt=not worker)
+            if handleSignals
+            else None
+        )
         self._backlog = backlog
-        self._worker = worker
         self.tls = tls
         self._ports: list[object] = []
         self._stopping = False
@@ -182,10 +257,9 @@ class HelloService(MultiService):
                 raise ValueError("a TLS listener needs the service's tls settings")
             factory = TLSServerFactory(self.tls, factory)
             name = f"{description} (TLS)"
-        endpoint = description
-        if description.startswith(_PROXY_PREFIX):
+        proxied, endpoint = splitProxy(description)
+        if proxied:
             # The PROXY header comes first, in clear, then TLS if any.
-            endpoint = description[len(_PROXY_PREFIX) :]
             factory = ProxyFactory(factory)
         if adopted is None:
             adopted = serverFromString(
@@ -196,7 +270,7 @@ class HelloService(MultiService):
         )
         # As strports.service does: a failure to listen raises from
         # startService, to be reported in one line.
-        listener._raiseSynchronously = True
+        raiseListenErrors(listener)
         listener.setName(name)
         listener.setServiceParent(self)
 
@@ -218,17 +292,11 @@ class HelloService(MultiService):
 
     def startService(self) -> None:
         """
-        Take over SIGTERM and SIGINT, and listen on every endpoint not
-        listening yet.
-
-        The signals are taken now, so that one that comes before the reactor
-        runs is a graceful stop as soon as it does (not death by the
-        signal), and again once it runs, since the reactor installs its own
-        handlers as it starts.
+        Take over SIGTERM and SIGINT (see `StopSignals`), and listen on
+        every endpoint not listening yet.
         """
-        if self._handleSignals:
-            self._takeOverSignals()
-            self._reactor.callWhenRunning(self._takeOverSignals)
+        if self._signals is not None:
+            self._signals.takeOver()
         self._startListeners(privileged=False)
 
     def _startListeners(self, privileged: bool) -> None:
@@ -238,17 +306,7 @@ class HelloService(MultiService):
             Service.privilegedStartService(self)
         else:
             Service.startService(self)
-        for listener in self:
-            try:
-                if privileged:
-                    listener.privilegedStartService()
-                else:
-                    listener.startService()
-            except Exception as error:
-                raise SystemExit(
-                    f"hellotcp: error: cannot listen on {listener.name}: "
-                    f"{describeListenError(error)}"
-                ) from None
+        startListeners(self, privileged)
 
     def stopService(self) -> Deferred[None]:
         """
@@ -261,24 +319,10 @@ class HelloService(MultiService):
 
     async def _stop(self) -> None:
         for port in self._ports:
-            _closeAfterAccepting(port)
+            closeAfterAccepting(port)
         draining = self.factory.stopGracefully(self.shutdownTimeout)
         await MultiService.stopService(self)
         await draining
-
-    def _takeOverSignals(self) -> None:
-        # Twisted's own handlers make twist and twistd die by the signal
-        # (exit status 143 or 130); a requested stop is a success, so these
-        # stop the reactor and let the process exit 0.
-        signal.signal(signal.SIGTERM, self._stopOnSignal)
-        # A worker's parent passes Ctrl-C on as SIGTERM; the terminal's own
-        # SIGINT to the whole process group would otherwise count twice.
-        signal.signal(
-            signal.SIGINT, signal.SIG_IGN if self._worker else self._stopOnSignal
-        )
-        # A worker's parent starts it with these blocked (see
-        # hellotcp.workers): one that came meanwhile is handled now.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
     def hangUp(self) -> None:
         """
@@ -302,12 +346,6 @@ class HelloService(MultiService):
             return False
         self.factory.metrics.certificateExpires(self.tls.expires)
         return True
-
-    def _stopOnSignal(self, number: int, frame: FrameType | None) -> None:
-        # A signal handler may run between any two bytecodes of the reactor;
-        # hand the work to the reactor's own loop.
-        fromThreads = cast(IReactorFromThreads, self._reactor)
-        fromThreads.callFromThread(self._stopRequested, signal.Signals(number).name)
 
     def _stopRequested(self, name: str) -> None:
         if self._stopping:
@@ -375,6 +413,12 @@ def holdHangUps(
     return restore
 
 
+RESERVED_DESCRIPTORS = 64
+"""Descriptors a server keeps for its own use beyond its listeners: log
+files, TLS files, the reactor's own (its poller, wakers, the one Twisted
+reserves for recovering from EMFILE) and a worker parent's pipes."""
+
+
 def raiseFileLimit(needed: int) -> int:
     """
     Raise the soft limit on open files towards ``needed``, as far as the hard
@@ -388,3 +432,36 @@ def raiseFileLimit(needed: int) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
         soft = wanted
     return soft
+
+
+def fitFileLimit(
+    settings: ServerSettings, own: int, log: Logger = _log
+) -> ServerSettings:
+    """
+    Raise the open-file limit to fit ``settings.maxConnections`` and ``own``
+    descriptors for the server's own use; where the hard limit does not
+    allow it, lower the connection limit to fit instead, so that running out
+    of descriptors (EMFILE) is a refusal like any other.
+
+    :param log: Where the warning goes when the limits are lowered.
+    :returns: ``settings``, or a copy with the limits lowered.
+    """
+    needed = settings.maxConnections + own
+    available = raiseFileLimit(needed)
+    if available >= needed:
+        return settings
+    usable = max(available - own, 1)
+    log.warn(
+        "The open-file limit ({available}) is below --max-connections "
+        "({configured}) plus {reserved} for the server itself (listeners, "
+        "metrics, files): serving at most {usable} connections at once.",
+        available=available,
+        configured=settings.maxConnections,
+        reserved=own,
+        usable=usable,
+    )
+    return evolve(
+        settings,
+        maxConnections=usable,
+        maxConnectionsPerPeer=min(settings.maxConnectionsPerPeer, usable),
+    )

@@ -6,43 +6,27 @@ to a running service.
 
 from __future__ import annotations
 
-import atexit
-import fcntl
 import os
-import shutil
 import sys
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import cast
 
-from attrs import evolve
-from twisted.application.service import Service
-from twisted.application.strports import service as listenerService
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorCore, IReactorTime
-from twisted.logger import Logger
+from twisted.internet.interfaces import IReactorCore
 from twisted.python import usage
 
 from . import metrics
-from ._options import OneLineErrorOptions, number
-from .metricspage import MAX_CONNECTIONS as METRICS_MAX_CONNECTIONS
-from .metricspage import metricsSite
-from .protocol import DEFAULT_GREETING, HelloServerFactory, ServerSettings
-from .service import (
-    DEFAULT_BACKLOG,
-    HelloService,
-    holdHangUps,
-    raiseFileLimit,
-    withBacklog,
-)
+from ._options import OneLineErrorOptions, asUsageError, number, oneLineHelp
+from ._twistedcompat import logsInfo, parentLogging
+from ._wiring import ServerPlan, buildService
+from .protocol import DEFAULT_GREETING, ServerSettings
+from .service import DEFAULT_BACKLOG, HelloService, endpointType
 from .tls import CertificateFiles, ReloadableServerTLS, ServerTLSFiles, TLSFileError
 from .workers import (
-    WorkerCommand,
+    NotAdoptableError,
+    WorkerCountError,
     WorkerSupervisor,
     checkAdoptable,
-    dieWithParent,
-    inheritedListeners,
-    reportReady,
-    stampLogs,
     thisWorker,
     workerCount,
 )
@@ -64,7 +48,6 @@ MAX_BACKLOG = 65535
 ``net.core.somaxconn`` anyway."""
 
 _defaults = ServerSettings()
-_log = Logger()
 
 
 class Options(OneLineErrorOptions):
@@ -191,6 +174,7 @@ class Options(OneLineErrorOptions):
         self.arguments = list(sys.argv[1:] if options is None else options)
         super().parseOptions(options)
 
+    @oneLineHelp
     def opt_listen(self, description: str) -> None:
         """
         Listen on this Twisted server endpoint (repeatable), e.g.
@@ -202,6 +186,7 @@ class Options(OneLineErrorOptions):
             raise usage.UsageError(f"--listen {description} is given twice")
         self["listen"].append(description)
 
+    @oneLineHelp
     def opt_tls_listen(self, description: str) -> None:
         """
         Serve TLS on this Twisted server endpoint (repeatable), e.g.
@@ -211,9 +196,6 @@ class Options(OneLineErrorOptions):
             raise usage.UsageError(f"--tls-listen {description} is given twice")
         self["tls-listen"].append(description)
 
-    # usage.Options shows a docstring as it stands, indentation included.
-    opt_listen.__doc__ = " ".join((opt_listen.__doc__ or "").split())
-    opt_tls_listen.__doc__ = " ".join((opt_tls_listen.__doc__ or "").split())
     opt_l = opt_listen
 
     def postOptions(self) -> None:
@@ -258,7 +240,8 @@ class Options(OneLineErrorOptions):
             float, "shutdown-timeout", self["shutdown-timeout"], zeroAllowed=True
         )
         self["backlog"] = number(int, "backlog", self["backlog"], maximum=MAX_BACKLOG)
-        self["workers"] = workerCount(self["workers"])
+        with asUsageError(WorkerCountError):
+            self["workers"] = workerCount(self["workers"])
         self["tls"] = self._loadTLS()
         if not self["listen"] and not self["tls-listen"]:
             self["listen"] = [DEFAULT_LISTEN]
@@ -270,10 +253,12 @@ class Options(OneLineErrorOptions):
         for option in ("listen", "tls-listen"):
             for description in self[option]:
                 if self["workers"] > 1:
-                    checkAdoptable(option, description)
+                    with asUsageError(NotAdoptableError):
+                        checkAdoptable(option, description)
                 _checkEndpoint(self.reactor, option, description)
         if self["metrics"] is not None:
-            metrics.checkAvailable()
+            with asUsageError(metrics.MetricsUnavailableError):
+                metrics.checkAvailable()
             _checkEndpoint(self.reactor, "metrics", self["metrics"])
 
     def _loadTLS(self) -> ReloadableServerTLS | None:
@@ -287,12 +272,10 @@ class Options(OneLineErrorOptions):
         certificate, privateKey, clientCA = files
         if not (certificate and privateKey):
             raise usage.UsageError("--tls-listen needs --certificate and --private-key")
-        try:
+        with asUsageError(TLSFileError):
             return ReloadableServerTLS(
                 ServerTLSFiles(CertificateFiles(certificate, privateKey), clientCA)
             )
-        except TLSFileError as error:
-            raise usage.UsageError(str(error)) from None
 
 
 def _checkEndpoint(reactor: object, option: str, description: str) -> None:
@@ -304,8 +287,8 @@ def _checkEndpoint(reactor: object, option: str, description: str) -> None:
         serverFromString(reactor, description)
     except Exception as error:
         reason = str(error)
-        kind = description.removeprefix("haproxy:").partition(":")[0]
-        if kind == "systemd" and isinstance(error, (IndexError, KeyError)):
+        systemd = endpointType(description) == "systemd"
+        if systemd and isinstance(error, (IndexError, KeyError)):
             reason = _noInheritedSocket(error)
         raise usage.UsageError(
             f"--{option} {description}: {reason}".rstrip(": ")
@@ -333,246 +316,23 @@ def _noInheritedSocket(error: IndexError | KeyError) -> str:
     return f"no inherited socket {which}: {why}"
 
 
-# Descriptors kept for the server's own use beyond its listeners: log files,
-# TLS files, the reactor's own (its poller, wakers, the one Twisted reserves
-# for recovering from EMFILE) and the parent's pipes.
-_RESERVED_DESCRIPTORS = 64
-
-
-def _descriptorsNeeded(config: Options, worker: int | None) -> int:
-    """
-    The descriptors a server needs beyond its greeting connections: one per
-    listener, and, where it serves ``/metrics``, that listener and its
-    connections, and the reserve.
-    """
-    listeners = len(config["listen"]) + len(config["tls-listen"])
-    if worker is not None:
-        listeners += 1  # the pipe on which it says that it is ready
-    if config["metrics"] is not None and worker is None:
-        listeners += 1 + METRICS_MAX_CONNECTIONS
-    return listeners + _RESERVED_DESCRIPTORS
-
-
-def _fitFileLimit(settings: ServerSettings, own: int) -> ServerSettings:
-    """
-    Raise the open-file limit to fit ``--max-connections`` and ``own``
-    descriptors for the server's own use (see `_descriptorsNeeded`); where
-    the hard limit does not allow it, lower the connection limit to fit
-    instead, so that running out of descriptors (EMFILE) is a refusal like
-    any other.
-    """
-    needed = settings.maxConnections + own
-    available = raiseFileLimit(needed)
-    if available >= needed:
-        return settings
-    usable = max(available - own, 1)
-    _log.warn(
-        "The open-file limit ({available}) is below --max-connections "
-        "({configured}) plus {reserved} for the server itself (listeners, "
-        "metrics, files): serving at most {usable} connections at once.",
-        available=available,
-        configured=settings.maxConnections,
-        reserved=own,
-        usable=usable,
-    )
-    return evolve(
-        settings,
-        maxConnections=usable,
-        maxConnectionsPerPeer=min(settings.maxConnectionsPerPeer, usable),
-    )
-
-
-def _logsInfo(config: Options) -> bool:
-    """
-    Whether ``twist``'s ``--log-level`` lets info events through: when it does
-    not, greetings are not logged at all rather than built and then dropped
-    (about a tenth of an exchange's cost).  ``twistd`` has no such option.
-    """
-    parent = getattr(config, "parent", None)
-    level = parent.get("logLevel") if parent is not None else None
-    return level is None or level.name in ("debug", "info")
-
-
 def makeService(config: Options) -> HelloService | WorkerSupervisor:
     """
     Build the service ``twist hellotcp`` runs from parsed `Options`: one
     server, or, with ``--workers`` above 1, the parent of that many.
     """
-    worker = thisWorker()
-    if worker is None and config["workers"] > 1:
-        return _supervisor(config)
-    reactor: Any = config.reactor
-    settings = _fitFileLimit(config["settings"], _descriptorsNeeded(config, worker))
-    counted: metrics.ServerMetrics = metrics.NO_METRICS
-    if config["metrics"] is not None or metrics.inMultiprocessMode():
-        counted = metrics.serverMetrics()
-    factory = HelloServerFactory(
-        settings,
-        cast(IReactorTime, reactor),
-        logGreetings=_logsInfo(config),
-        metrics=counted,
-    )
-    service = HelloService(
-        factory,
-        reactor,
-        config["shutdown-timeout"],
+    # twist and twistd set their own options as the plugin's parent.
+    parent = getattr(config, "parent", None)
+    plan = ServerPlan(
+        settings=config["settings"],
+        listen=config["listen"],
+        tlsListen=config["tls-listen"],
         backlog=config["backlog"],
+        shutdownTimeout=config["shutdown-timeout"],
         tls=config["tls"],
-        worker=worker is not None,
+        metrics=config["metrics"],
+        workers=config["workers"],
+        arguments=config.arguments,
     )
-    # SIGHUP is safe from here on (a worker's parent held it back until now).
-    holdHangUps(reactor, service.hangUp)
-    listeners = [(d, False) for d in config["listen"]]
-    listeners += [(d, True) for d in config["tls-listen"]]
-    adopted: list[Any] = [None] * len(listeners)
-    if worker is not None:
-        stampLogs(worker)
-        dieWithParent()
-        adopted = inheritedListeners(reactor, len(listeners))
-        reactor.callWhenRunning(reportReady)
-    for (description, secure), endpoint in zip(listeners, adopted, strict=True):
-        service.listen(description, secure=secure, adopted=endpoint)
-    if config["tls"] is not None:
-        counted.certificateExpires(config["tls"].expires)
-    if worker is None and isinstance(counted, metrics.PrometheusMetrics):
-        assert counted.registry is not None
-        service.serveMetrics(config["metrics"], metricsSite(counted.registry))
-    return service
-
-
-def _supervisor(config: Options) -> WorkerSupervisor:
-    """
-    The parent of ``--workers`` processes, each running this same command.
-    """
-    environment: dict[str, str] = {}
-    directory: str | None = None
-    listeners = config["listen"] + config["tls-listen"]
-    _fitWorkersFileLimit(config["workers"], len(listeners), config["metrics"])
-    if config["metrics"] is not None:
-        # A killed parent could not remove its folder: the next one does.
-        for stale in metrics.removeStaleFolders():
-            _log.info(
-                "Removed the metrics folder of a parent that died: {folder}",
-                folder=stale,
-            )
-        directory = metrics.workersFolder()
-        # Removed at exit, however the parent stops (a port in use included).
-        atexit.register(shutil.rmtree, directory, True)
-        environment = metrics.workerEnvironment(directory)
-    twistArguments, logDescriptor = _loggingOfWorkers(config)
-    command = WorkerCommand(
-        ["-m", "twisted", *twistArguments, "hellotcp", *config.arguments],
-        environment,
-        logDescriptor,
-    )
-    descriptions = [
-        withBacklog(description.removeprefix("haproxy:"), config["backlog"])
-        for description in listeners
-    ]
-
-    def forget(pid: int) -> None:
-        if directory is not None:
-            metrics.forgetWorker(pid, directory)
-
-    supervisor = WorkerSupervisor(
-        config.reactor,  # type: ignore[arg-type]
-        config["workers"],
-        descriptions,
-        command,
-        config["shutdown-timeout"],
-        onWorkerExit=forget,
-        reloads=config["tls"] is not None,
-    )
-    # SIGHUP is safe from here on, before any worker starts.
-    holdHangUps(config.reactor, supervisor.hangUp)  # type: ignore[arg-type]
-    appended = [a for a in twistArguments if a.startswith("--log-file=")]
-    if appended and "logFormat" not in getattr(config, "parent", {}):
-        appending = _AppendingLog(appended[0].removeprefix("--log-file="))
-        appending.setServiceParent(supervisor)  # type: ignore[no-untyped-call]
-    if directory is not None:
-        site = metricsSite(metrics.workersRegistry(directory))
-        listener = listenerService(config["metrics"], site, reactor=config.reactor)
-        listener.setName(f"{config['metrics']} (metrics)")
-        listener.setServiceParent(supervisor)
-    return supervisor
-
-
-def _fitWorkersFileLimit(
-    workers: int, listeners: int, metricsEndpoint: str | None
-) -> None:
-    """
-    Raise the parent's open-file limit to fit a socket per worker per
-    listener, a pipe per worker, and the metrics listener and its
-    connections.
-
-    :raises SystemExit: In one line, if the hard limit is too low.
-    """
-    needed = workers * (listeners + 1) + _RESERVED_DESCRIPTORS
-    if metricsEndpoint is not None:
-        needed += 1 + METRICS_MAX_CONNECTIONS
-    available = raiseFileLimit(needed)
-    if available < needed:
-        raise SystemExit(
-            f"hellotcp: error: --workers {workers} needs {needed} open files, "
-            f"and the open-file limit is {available} (ulimit -n, LimitNOFILE=)"
-        )
-
-
-def _loggingOfWorkers(config: Options) -> tuple[list[str], int]:
-    """
-    The ``twist`` options that make workers log as this process does, and
-    the descriptor they write their log to.
-    """
-    parent: Any = getattr(config, "parent", None)
-    if parent is None:
-        return [], 1
-    if "logFormat" in parent:  # twist
-        arguments = [
-            f"--log-format={parent['logFormat']}",
-            f"--log-level={parent['logLevel'].name}",
-        ]
-        if parent.get("reactorName", "default") != "default":
-            arguments.append(f"--reactor={parent['reactorName']}")
-        return arguments, parent["logFile"].fileno()
-    # twistd: text, to its log file (twistd.log when it daemonizes).
-    logfile = parent.get("logfile") or (
-        None if parent.get("nodaemon") else "twistd.log"
-    )
-    arguments = ["--log-format=text"]
-    if logfile and logfile != "-":
-        arguments.append(f"--log-file={os.path.abspath(logfile)}")
-    return arguments, 1
-
-
-class _AppendingLog(Service):
-    """
-    Make this process's own writes to the log file at ``path`` append, as
-    its workers' do, once the log is open (``twistd`` opens it after it has
-    built the service, and without ``O_APPEND``: its writes would land at
-    its own offset, over the lines the workers appended meanwhile).
-    """
-
-    name = "the log file"
-
-    def __init__(self, path: str) -> None:
-        self.path = os.path.realpath(path)
-
-    def startService(self) -> None:
-        """
-        Set ``O_APPEND`` on every descriptor of this process open on the log
-        (Linux: found in ``/proc/self/fd``; elsewhere, nothing is done).
-        """
-        Service.startService(self)
-        try:
-            descriptors = os.listdir("/proc/self/fd")
-        except OSError:
-            return
-        for name in descriptors:
-            try:
-                if os.path.realpath(f"/proc/self/fd/{name}") != self.path:
-                    continue
-                descriptor = int(name)
-                flags = fcntl.fcntl(descriptor, fcntl.F_GETFL)
-                fcntl.fcntl(descriptor, fcntl.F_SETFL, flags | os.O_APPEND)
-            except (OSError, ValueError):
-                continue
+    reactor = cast(IReactorCore, config.reactor)
+    return buildService(reactor, plan, parentLogging(parent), logsInfo(parent))

@@ -4,8 +4,11 @@ TLS for hellotcp: loading certificates and keys with clear errors, the
 server's reloadable TLS settings, and the client's verified ones.
 
 The protocols know nothing of this module: TLS wraps their factories from
-outside (`TLSMemoryBIOFactory` on the server, `wrapClientTLS` in
-`hellotcp.protocol.greet`).
+outside (`TLSServerFactory` on the server, `wrapClientTLS` in
+`hellotcp.greet.greet`), and `HalfCloseableTLS` reports what the handshake
+settles, or why TLS failed, through `hellotcp.protocol.IConnectionReport`.
+Why a TLS connection failed is put in words in one place,
+`describeTLSError`.
 """
 
 from __future__ import annotations
@@ -17,16 +20,15 @@ import re
 import ssl as stdlibSSL
 import stat
 from collections.abc import Sequence
-from typing import Any
 
 from attrs import frozen
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.bindings.openssl.binding import Binding
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from OpenSSL import SSL, crypto
+from service_identity import VerificationError
 from twisted.internet import ssl
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
@@ -42,7 +44,34 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._refusals import KeepsRefusals, halfCloseable
-from .protocol import BadProxyHeader
+from ._twistedcompat import (
+    TLSProtocolBase,
+    canSetGroupsList,
+    setGroupsList,
+    writeSideClosed,
+)
+from .protocol import IConnectionReport
+
+__all__ = [
+    "CIPHERS",
+    "GROUPS",
+    "MAX_PEM_BYTES",
+    "MINIMUM_VERSION",
+    "CertificateFiles",
+    "HalfCloseableTLS",
+    "ReloadableServerTLS",
+    "ServerTLSFiles",
+    "TLSFileError",
+    "TLSServerFactory",
+    "VerifiedClientTLS",
+    "clientTLS",
+    "describeTLSError",
+    "explainClientTLSFailure",
+    "loadCertificates",
+    "loadPrivateKey",
+    "restrictGroups",
+    "serverGroups",
+]
 
 _log = Logger()
 
@@ -70,16 +99,7 @@ def serverGroups() -> tuple[str, ...]:
     `GROUPS` where this cryptography (47 or later) can set a group list,
     P-256 alone before that.
     """
-    return GROUPS if _setGroupsList() is not None else ("P-256",)
-
-
-def _setGroupsList() -> Any:
-    # pyOpenSSL has no call that sets a list of groups (up to 26.4 at least):
-    # its Context.set_tmp_ecdh sets exactly one curve, and cannot name
-    # X25519.  cryptography binds SSL_CTX_set1_curves_list from 47.0 on, for
-    # pyOpenSSL to use; until pyOpenSSL does, its binding object is the least
-    # private way to reach it.
-    return getattr(Binding().lib, "SSL_CTX_set1_curves_list", None)
+    return GROUPS if canSetGroupsList() else ("P-256",)
 
 
 def restrictGroups(context: SSL.Context) -> None:
@@ -87,12 +107,10 @@ def restrictGroups(context: SSL.Context) -> None:
     Limit the key-exchange groups that ``context`` accepts to
     `serverGroups`.
     """
-    setList = _setGroupsList()
-    # pyOpenSSL keeps the context's SSL_CTX pointer in _context.  Every
-    # OpenSSL that cryptography 42 and later builds on (1.1.1 and up, and
-    # LibreSSL) knows the three names, so the list cannot be refused.
-    if setList is not None:
-        status = setList(context._context, ":".join(GROUPS).encode())
+    # Every OpenSSL that cryptography 42 and later builds on (1.1.1 and up,
+    # and LibreSSL) knows the three names, so the list cannot be refused.
+    if canSetGroupsList():
+        status = setGroupsList(context, ":".join(GROUPS))
         assert status == 1, "OpenSSL refused the group list"
     else:  # pragma: no cover - cryptography before 47 (the floors job)
         try:
@@ -530,6 +548,60 @@ class VerifiedClientTLS:
         return None
 
 
+def describeTLSError(error: BaseException | None) -> str:
+    """
+    The reasons OpenSSL gives for ``error``, joined into one short line: how
+    the server logs a failed TLS connection, and what the client says of a
+    failure it has no better words for.
+    """
+    reasons = None
+    if isinstance(error, (SSL.Error, crypto.Error)) and error.args:
+        reasons = error.args[0]
+    if isinstance(reasons, list):
+        texts = [str(entry[-1]) for entry in reasons if isinstance(entry, tuple)]
+        if texts:
+            return "; ".join(texts)
+    return str(error) or "TLS error"
+
+
+# OpenSSL's reasons for a failed handshake, as a user would put them.
+_TLS_PROBLEMS = [
+    (
+        "certificate required",
+        "the server requires a client certificate (--certificate and --private-key)",
+    ),
+    ("unknown ca", "the server does not trust the CA of this client certificate"),
+    ("bad certificate", "the server refused this client certificate"),
+    ("certificate expired", "the server refused this client certificate: expired"),
+    ("wrong version number", "the server is not speaking TLS (a plain TCP port?)"),
+    ("packet length too long", "the server is not speaking TLS (a plain TCP port?)"),
+    ("record layer failure", "the server is not speaking TLS (a plain TCP port?)"),
+]
+
+
+def explainClientTLSFailure(
+    error: BaseException | None, settings: VerifiedClientTLS | None = None
+) -> str:
+    """
+    Why a client's TLS connection failed, as a user would put it: why the
+    server's certificate was rejected, if it was, else what OpenSSL's
+    reasons (`describeTLSError`) mean for the client.
+
+    :param settings: The TLS settings used, which know why a server
+        certificate was rejected; `None` if unknown.
+    """
+    if settings is not None and (problem := settings.problem()):
+        return problem
+    if isinstance(error, VerificationError):
+        hostname = settings.hostname if settings else "the host"
+        return f"the server's certificate is not valid for {hostname}"
+    detail = describeTLSError(error)
+    for clue, meaning in _TLS_PROBLEMS:
+        if clue in detail:
+            return meaning
+    return detail
+
+
 def clientTLS(
     hostname: str,
     ca: str | None = None,
@@ -567,10 +639,11 @@ def clientTLS(
     )
 
 
-@implementer(IHalfCloseableProtocol)
-class HalfCloseableTLS(TLSMemoryBIOProtocol):
+@implementer(IHalfCloseableProtocol, IConnectionReport)
+class HalfCloseableTLS(TLSProtocolBase):
     """
-    Server-side TLS that serves a client which half-closes TCP.
+    Server-side TLS that serves a client which half-closes TCP, and reports
+    to the wrapped protocol what TLS settles.
 
     A client may end its message by shutting down its TCP writing side
     without a TLS close alert (``shutdown(SHUT_WR)`` under TLS).  Twisted's
@@ -590,6 +663,13 @@ class HalfCloseableTLS(TLSMemoryBIOProtocol):
     connection that closes cleanly after this side's close alert is a clean
     end (`ConnectionDone`) whether or not the client answered the alert.
 
+    The wrapped protocol, if it provides
+    `hellotcp.protocol.IConnectionReport`, is told the subject of a client
+    certificate the handshake verified (``clientIdentified``) and, just
+    before the connection is lost because TLS failed, why
+    (``tlsFailed``, in `describeTLSError`'s words).  What a PROXY wrapper
+    outside reports is passed on to it.
+
     Beneath a PROXY wrapper, this class's own ``readConnectionLost`` is
     also what stops the wrapper from calling its own method back through
     Twisted's attribute forwarding (endless recursion).
@@ -597,6 +677,11 @@ class HalfCloseableTLS(TLSMemoryBIOProtocol):
 
     _peerEnded = False
     _endDelivered = False
+    _headerRefused = False
+
+    def _report(self) -> IConnectionReport | None:
+        report: IConnectionReport | None = IConnectionReport(self.wrappedProtocol, None)
+        return report
 
     def readConnectionLost(self) -> None:
         """
@@ -604,12 +689,7 @@ class HalfCloseableTLS(TLSMemoryBIOProtocol):
         close the TCP connection once everything written is flushed.
         """
         self._peerEnded = True
-        if (
-            self._lostTLSConnection
-            or self._aborted
-            or not self._handshakeDone
-            or self.disconnecting
-        ):
+        if self.tlsLost or self.aborted or not self.handshakeDone or self.disconnecting:
             # TLS is over, never got going, or this side has closed already.
             self._closeTransport()
             return
@@ -626,11 +706,27 @@ class HalfCloseableTLS(TLSMemoryBIOProtocol):
         if wrapped is not None:
             wrapped.readConnectionLost()
 
-    def _shutdownTLS(self) -> None:
-        connection = self._tlsConnection
+    def handshakeFinished(self) -> None:
+        """
+        Tell the wrapped protocol whom a client certificate, if the client
+        presented one, names.
+        """
+        report = self._report()
+        certificate = self.getPeerCertificate()  # type: ignore[no-untyped-call]
+        if report is not None and certificate is not None:
+            report.clientIdentified(
+                certificate.to_cryptography().subject.rfc4514_string()
+            )
+
+    def shutdownTLS(self) -> None:
+        """
+        Start, or answer, the TLS close handshake; then end the TCP stream
+        as a plain connection would.
+        """
+        connection = self.tlsConnection
         if (
             not self.disconnecting
-            and not self._aborted
+            and not self.aborted
             and connection is not None
             and connection.get_shutdown() & SSL.RECEIVED_SHUTDOWN
         ):
@@ -639,8 +735,8 @@ class HalfCloseableTLS(TLSMemoryBIOProtocol):
             self._deliverEnd()
             if self.disconnecting:
                 return  # the answer's own loseConnection shut TLS down
-        super()._shutdownTLS()  # type: ignore[no-untyped-call]
-        if self._aborted:
+        super().shutdownTLS()
+        if self.aborted:
             return
         if self._peerEnded:
             # No close alert will come back from a client that has ended its
@@ -652,20 +748,24 @@ class HalfCloseableTLS(TLSMemoryBIOProtocol):
             # says when all of it has been handed to the kernel
             # (writeConnectionLost), and the client's close ends the rest.
             transport = self.transport
-            if not getattr(transport, "disconnecting", False) and not getattr(
-                transport, "_writeDisconnected", False
+            if not getattr(transport, "disconnecting", False) and not (
+                writeSideClosed(transport)
             ):
                 loseWriteConnection = getattr(transport, "loseWriteConnection", None)
                 if loseWriteConnection is not None:
                     loseWriteConnection()
 
-    def _flushSendBIO(self) -> None:
+    def flushSendBIO(self) -> None:
+        """
+        Write out what OpenSSL has to send, unless the TLS connection is
+        gone already.
+        """
         # Closing a transport whose writing side is already closed ends the
         # connection at once: connectionLost runs (and lets the TLS
         # connection go) in the middle of Twisted's own handling of the
         # client's close alert, which then flushes again.  Nothing is left.
-        if self._tlsConnection is not None:
-            super()._flushSendBIO()  # type: ignore[no-untyped-call]
+        if self.tlsConnection is not None:
+            super().flushSendBIO()
 
     def writeConnectionLost(self) -> None:
         """
@@ -681,21 +781,60 @@ class HalfCloseableTLS(TLSMemoryBIOProtocol):
         assert transport is not None
         transport.loseConnection()
 
+    def peerRevealed(self) -> None:
+        """
+        Pass on that a PROXY header outside named the real client.
+        """
+        report = self._report()
+        if report is not None:
+            report.peerRevealed()
+
+    def headerRefused(self, reason: str) -> None:
+        """
+        A PROXY header outside was refused before any TLS byte was read:
+        nothing to diagnose at the TLS level.  Pass it on.
+        """
+        self._headerRefused = True
+        report = self._report()
+        if report is not None:
+            report.headerRefused(reason)
+
+    def clientIdentified(self, subject: str) -> None:
+        """
+        Pass on a client's identity (nothing outside TLS reports one).
+        """
+        report = self._report()
+        if report is not None:
+            report.clientIdentified(subject)
+
+    def tlsFailed(self, reason: str) -> None:
+        """
+        Pass on a TLS failure (of a TLS layer outside this one).
+        """
+        report = self._report()
+        if report is not None:
+            report.tlsFailed(reason)
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
         A TCP connection closed cleanly after this side's close alert was
         flushed is a clean end, whatever the client sent (or did not send)
-        in reply.
+        in reply.  A connection lost because TLS failed is reported as
+        such to the wrapped protocol first.
         """
         if (
             self.disconnecting
-            and not self._aborted
-            and self._handshakeDone
+            and not self.aborted
+            and self.handshakeDone
             and reason.check(ConnectionDone)
-        ) or reason.check(BadProxyHeader):
+        ) or self._headerRefused:
             # Nothing to diagnose at the TLS level: a clean end, or a PROXY
             # header refused before any TLS byte was read.
-            self._lostTLSConnection = True
+            self.markTLSLost()
+        final = self.finalReason(reason)
+        report = self._report()
+        if report is not None and final.check(SSL.Error):
+            report.tlsFailed(describeTLSError(final.value))
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
 

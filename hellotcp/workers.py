@@ -39,7 +39,6 @@ import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from types import FrameType
 from typing import IO, cast
 
 from attrs import define, field
@@ -57,17 +56,16 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IProcessTransport,
     IReactorCore,
-    IReactorFromThreads,
     IReactorProcess,
     IReactorTime,
 )
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.logger import ILogObserver, LogEvent, Logger, globalLogPublisher
-from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .service import describeListenError
+from ._twistedcompat import stopAccepting, tcpEndpointAddress
+from .service import StopSignals, cannotListen, endpointType, startListeners
 
 _log = Logger()
 
@@ -112,12 +110,26 @@ _ADOPTABLE = frozenset({"tcp", "tcp6", "systemd"})
 _NOT_ADOPTABLE = "--workers serves TCP: tcp, tcp6 and systemd (INET) endpoints"
 
 
+class WorkerCountError(ValueError):
+    """
+    A ``--workers`` value that is neither a number of workers in range nor
+    ``auto``; the message is one line naming the range.
+    """
+
+
+class NotAdoptableError(ValueError):
+    """
+    A listener that several workers could not share; the message is one
+    line naming the listener and the endpoint types they can share.
+    """
+
+
 def workerCount(value: str) -> int:
     """
     Parse ``--workers``: a number from 1 to `MAX_WORKERS`, or ``auto`` for
     one per core this process may run on (at most `MAX_WORKERS`).
 
-    :raises twisted.python.usage.UsageError: On anything else.
+    :raises WorkerCountError: On anything else.
     """
     if value == "auto":
         try:
@@ -129,7 +141,7 @@ def workerCount(value: str) -> int:
     # "3_000", and spend a long time on a huge number.
     count = int(value) if value.isascii() and value.isdigit() and len(value) < 8 else 0
     if not 1 <= count <= MAX_WORKERS:
-        raise usage.UsageError(
+        raise WorkerCountError(
             f"--workers must be a whole number from 1 to {MAX_WORKERS}, or auto, "
             f"not {value!r}"
         )
@@ -138,14 +150,15 @@ def workerCount(value: str) -> int:
 
 def checkAdoptable(option: str, description: str) -> None:
     """
-    :raises twisted.python.usage.UsageError: If several workers could not
-        share the listener ``description``.
+    Check that several workers can share the listener ``description``, given
+    with option ``--option``.
+
+    :raises NotAdoptableError: If they could not.
     """
-    inner = description.removeprefix("haproxy:")
-    kind = inner.partition(":")[0]
+    kind = endpointType(description)
     if kind not in _ADOPTABLE:
         advice = " (use --tls-listen for TLS)" if kind == "ssl" else ""
-        raise usage.UsageError(f"--{option} {description}: {_NOT_ADOPTABLE}{advice}")
+        raise NotAdoptableError(f"--{option} {description}: {_NOT_ADOPTABLE}{advice}")
 
 
 def thisWorker() -> int | None:
@@ -332,24 +345,20 @@ def openListener(reactor: object, endpointDescription: str, count: int) -> _List
     if isinstance(endpoint, AdoptedStreamServerEndpoint) and (
         endpoint.addressFamily == socket.AF_UNIX
     ):
-        raise ValueError(f"{_NOT_ADOPTABLE}; this inherited socket is a UNIX one")
+        raise NotAdoptableError(
+            f"{_NOT_ADOPTABLE}; this inherited socket is a UNIX one"
+        )
     if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)) and (
         _REUSEPORT_BALANCES
     ):
-        # Twisted's TCP endpoints have no SO_REUSEPORT option and no public
-        # accessors; their parsed settings are read here.
+        # Twisted's TCP endpoints have no SO_REUSEPORT option: the sockets
+        # are made here, with the endpoint's parsed settings.
         family = (
             socket.AF_INET6
             if isinstance(endpoint, TCP6ServerEndpoint)
             else socket.AF_INET
         )
-        sockets = _reusePortSockets(
-            family,
-            endpoint._interface,
-            endpoint._port,
-            endpoint._backlog,
-            count,
-        )
+        sockets = _reusePortSockets(family, *tcpEndpointAddress(endpoint), count)
 
         def closeAll() -> None:
             for listening in sockets:
@@ -363,7 +372,7 @@ def openListener(reactor: object, endpointDescription: str, count: int) -> _List
     if failures:
         failures[0].raiseException()
     port = ports[0]
-    port.stopReading()  # type: ignore[attr-defined]
+    stopAccepting(port)
     return _Listener([port.fileno()], port.stopListening)  # type: ignore[attr-defined]
 
 
@@ -455,7 +464,11 @@ class WorkerSupervisor(MultiService):
         self._descriptions = list(listeners)
         self._command = command
         self._shutdownTimeout = shutdownTimeout
-        self._handleSignals = handleSignals
+        # As HelloService does in a single process: a requested stop exits
+        # 0.  SIGHUP is taken as soon as the service is built (holdHangUps).
+        self._signals = (
+            StopSignals(reactor, self._stopRequested) if handleSignals else None
+        )
         self._onWorkerExit = onWorkerExit
         self._listeners: list[_Listener] = []
         self._protocols: dict[int, _WorkerProcess] = {}
@@ -466,13 +479,12 @@ class WorkerSupervisor(MultiService):
 
     def startService(self) -> None:
         """
-        Take over SIGTERM and SIGINT (now, and again once the reactor runs,
-        which installs its own as it starts), open every listener (one clear
-        line and exit on failure), then start the workers.
+        Take over SIGTERM and SIGINT (see `hellotcp.service.StopSignals`),
+        open every listener (one clear line and exit on failure), then start
+        the workers.
         """
-        if self._handleSignals:
-            self._takeOverSignals()
-            self._reactor.callWhenRunning(self._takeOverSignals)
+        if self._signals is not None:
+            self._signals.takeOver()
         for description in self._descriptions:
             try:
                 self._listeners.append(
@@ -480,22 +492,15 @@ class WorkerSupervisor(MultiService):
                 )
             except Exception as error:
                 self._closeListeners()
-                raise SystemExit(
-                    f"hellotcp: error: cannot listen on {description}: "
-                    f"{describeListenError(error)}"
-                ) from None
+                raise cannotListen(description, error) from None
         # Other services (the metrics page) start before any worker, each
         # failure in one line, as a listener's.
         Service.startService(self)
-        for child in self:
-            try:
-                child.startService()
-            except Exception as error:
-                self._closeListeners()
-                raise SystemExit(
-                    f"hellotcp: error: cannot listen on {child.name}: "
-                    f"{describeListenError(error)}"
-                ) from None
+        try:
+            startListeners(self)
+        except SystemExit:
+            self._closeListeners()
+            raise
         self._devnull = open(os.devnull, "rb")
         for worker in range(1, self.count + 1):
             self._start(worker)
@@ -650,21 +655,8 @@ class WorkerSupervisor(MultiService):
             listener.close()
         self._listeners = []
 
-    def _takeOverSignals(self) -> None:
-        # As HelloService does in a single process: a requested stop exits 0.
-        # SIGHUP is taken as soon as the service is built (`holdHangUps`).
-        signal.signal(signal.SIGTERM, self._onSignal)
-        signal.signal(signal.SIGINT, self._onSignal)
-
-    def _onSignal(self, number: int, frame: FrameType | None) -> None:
-        fromThreads = cast(IReactorFromThreads, self._reactor)
-        fromThreads.callFromThread(self._signalled, number)
-
-    def _signalled(self, number: int) -> None:
-        name = signal.Signals(number).name
-        if number == signal.SIGHUP:
-            self.hangUp()
-        elif self._stopping:
+    def _stopRequested(self, name: str) -> None:
+        if self._stopping:
             _log.warn("{signal} again: workers abort open exchanges now", signal=name)
             self.signalWorkers(signal.SIGTERM)
         else:

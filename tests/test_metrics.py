@@ -36,6 +36,7 @@ from hellotcp.metricspage import IDLE_TIMEOUT as METRICS_IDLE_TIMEOUT
 from hellotcp.metricspage import MAX_CONNECTIONS as METRICS_MAX_CONNECTIONS
 from hellotcp.metricspage import metricsSite
 from hellotcp.protocol import HelloServerFactory, ServerSettings
+from hellotcp.tls import describeTLSError
 
 from .support import (
     TIMEOUT,
@@ -190,6 +191,8 @@ class CountingTests(SynchronousTestCase):
         """
         harness = ServerHarness(self, metrics=self.metrics)
         reason = [("SSL routines", "", "wrong version number")]
+        # Reported as the TLS wrapper (hellotcp.tls.HalfCloseableTLS) does.
+        harness.protocol.tlsFailed(describeTLSError(SSL.Error(reason)))
         harness.close(Failure(SSL.Error(reason)))
         self.assertEqual(
             self.value("hellotcp_exchanges_total", outcome="tls-failed"), 1

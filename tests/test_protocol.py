@@ -24,18 +24,20 @@ from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides
+from zope.interface.verify import verifyObject
 
 from hellotcp import protocol as protocolModule
 from hellotcp._escape import escape, escapeText
+from hellotcp._wire import DEFAULT_GREETING, formatAddress
 from hellotcp.metrics import NO_METRICS, PrometheusMetrics, ServerMetrics
 from hellotcp.protocol import (
-    DEFAULT_GREETING,
     HEALTH_CHECK_MESSAGE,
     HelloServerFactory,
     HelloServerProtocol,
+    IConnectionReport,
     ServerSettings,
-    formatAddress,
 )
+from hellotcp.tls import describeTLSError
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 
@@ -769,22 +771,6 @@ class HealthCheckTests(SynchronousTestCase):
             self.assertEqual(event["log_level"], LogLevel.info)
 
 
-class _Subject:
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def rfc4514_string(self) -> str:
-        return self.text
-
-
-class _Certificate:
-    def __init__(self, subject: str) -> None:
-        self.subject = _Subject(subject)
-
-    def to_cryptography(self) -> _Certificate:
-        return self
-
-
 HOSTILE = "a\nb\rc\x1bd\x85e\u2028f\u2029g\u202eh\u2066i\u200bj\ufeffk\u061cl\\x41"
 
 
@@ -841,15 +827,21 @@ class EscapingTests(SynchronousTestCase):
             server.close(Failure(ConnectionLost()))
             self.assertEscaped(server.exchanges())
 
+    def test_providesConnectionReport(self) -> None:
+        """
+        The server protocol hears what TLS and PROXY wrappers report.
+        """
+        verifyObject(IConnectionReport, ServerHarness(self).protocol)
+
     def test_certificateSubject(self) -> None:
         """
-        A client certificate's subject (mutual TLS) is escaped.
+        A client certificate's subject (mutual TLS), as the TLS wrapper
+        reports it, is escaped.
         """
         transport = HalfCloseableTransport(peerAddress=PEER)
         alsoProvides(transport, ISSLTransport)
-        transport.getPeerCertificate = lambda: _Certificate("CN=" + HOSTILE)  # type: ignore[attr-defined]
         server = ServerHarness(self, transport=transport)
-        server.protocol.handshakeCompleted()
+        server.protocol.clientIdentified("CN=" + HOSTILE)
         server.send(b"Hi\n")
         server.close()
         self.assertEscaped(server.exchanges())
@@ -865,6 +857,9 @@ class EscapingTests(SynchronousTestCase):
             Failure(ConnectionLost(HOSTILE)),
         ]:
             server = ServerHarness(self)
+            if reason.check(SSL.Error):
+                # As the TLS wrapper reports it (hellotcp.tls.HalfCloseableTLS).
+                server.protocol.tlsFailed(describeTLSError(reason.value))
             server.close(reason)
             self.assertEscaped(server.exchanges())
             self.assertIn(escapeText(HOSTILE), server.exchanges()[0]["reason"])

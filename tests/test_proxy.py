@@ -12,18 +12,24 @@ from prometheus_client import CollectorRegistry
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import alsoProvides
+from zope.interface import alsoProvides, implementer
+from zope.interface.verify import verifyObject
 
 from hellotcp._proxy import ProxyFactory
 from hellotcp._refusals import halfCloseable
 from hellotcp.metrics import PrometheusMetrics
-from hellotcp.protocol import DEFAULT_GREETING, HelloServerFactory, ServerSettings
+from hellotcp.protocol import (
+    DEFAULT_GREETING,
+    HelloServerFactory,
+    IConnectionReport,
+    ServerSettings,
+)
 from hellotcp.tls import (
     CertificateFiles,
     HalfCloseableTLS,
@@ -332,6 +338,70 @@ class TLSBeneathProxyTests(SynchronousTestCase):
         transport = self.halfClose(TLSMemoryBIOFactory(self.tls, False, factory))
         self.assertTrue(transport.disconnecting)
 
+    def test_badHeaderBeneathTLS(self) -> None:
+        """
+        A malformed header in front of TLS is refused without a TLS byte
+        read, and the greeter logs it as a bad header, not a TLS failure.
+        """
+        factory = HelloServerFactory(ServerSettings(), Clock())
+        proxy = ProxyFactory(TLSServerFactory(self.tls, factory))
+        protocol = proxy.buildProtocol(BALANCER)
+        assert protocol is not None
+        transport = HalfCloseableTransport(peerAddress=BALANCER)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"PROXY TCP4 999.1.1.1 127.0.0.1 1234 5000\r\n")
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        [event] = [e for e in self.events if "outcome" in e]
+        self.assertEqual(event["outcome"], "bad-proxy-header")
+        self.assertIn("999.1.1.1 is not an IPv4 address", event["reason"])
+
+    def test_reportsPassThroughTLS(self) -> None:
+        """
+        What the PROXY wrapper reports reaches the protocol beneath TLS:
+        the real client once the header is read, a refused header.
+        """
+        for data, expected in [
+            (header("192.0.2.7"), [("peerRevealed",)]),
+            (b"junk\r\n", [("headerRefused", 'no PROXY header: "junk\\r\\n"')]),
+        ]:
+            recorder = _Recorder()
+            proxy = ProxyFactory(TLSServerFactory(self.tls, _OneProtocol(recorder)))
+            protocol = proxy.buildProtocol(BALANCER)
+            assert protocol is not None
+            protocol.makeConnection(HalfCloseableTransport(peerAddress=BALANCER))
+            protocol.dataReceived(data)
+            protocol.connectionLost(Failure(ConnectionDone()))
+            self.assertEqual(recorder.calls, expected)
+
+    def test_tlsProvidesReport(self) -> None:
+        """
+        `HalfCloseableTLS` provides `IConnectionReport`, and passes every
+        report on to the protocol it wraps.
+        """
+        verifyObject(IConnectionReport, HalfCloseableTLS(None, Protocol()))
+        recorder = _Recorder()
+        tls = HalfCloseableTLS(None, recorder)
+        tls.peerRevealed()
+        tls.headerRefused("bad")
+        tls.clientIdentified("CN=c")
+        tls.tlsFailed("broken")
+        self.assertEqual(
+            recorder.calls,
+            [
+                ("peerRevealed",),
+                ("headerRefused", "bad"),
+                ("clientIdentified", "CN=c"),
+                ("tlsFailed", "broken"),
+            ],
+        )
+        # A protocol that does not listen is told nothing, and nothing fails.
+        quiet = HalfCloseableTLS(None, Protocol())
+        quiet.peerRevealed()
+        quiet.headerRefused("bad")
+        quiet.clientIdentified("CN=c")
+        quiet.tlsFailed("broken")
+
     def test_halfCloseable(self) -> None:
         """
         `halfCloseable` accepts a protocol whose class defines
@@ -341,3 +411,37 @@ class TLSBeneathProxyTests(SynchronousTestCase):
         alsoProvides(claims, IHalfCloseableProtocol)
         self.assertIsNone(halfCloseable(claims))
         self.assertIsNotNone(halfCloseable(HalfCloseableTLS(None, Protocol())))
+
+
+@implementer(IConnectionReport)
+class _Recorder(Protocol):
+    """
+    A protocol that records what the wrappers report to it.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def peerRevealed(self) -> None:
+        self.calls.append(("peerRevealed",))
+
+    def headerRefused(self, reason: str) -> None:
+        self.calls.append(("headerRefused", reason))
+
+    def clientIdentified(self, subject: str) -> None:
+        self.calls.append(("clientIdentified", subject))
+
+    def tlsFailed(self, reason: str) -> None:
+        self.calls.append(("tlsFailed", reason))
+
+
+class _OneProtocol(ServerFactory):
+    """
+    A factory that builds the one protocol it was given.
+    """
+
+    def __init__(self, protocol: Protocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: object) -> Protocol:
+        return self._protocol

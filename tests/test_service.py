@@ -96,8 +96,9 @@ class SignalTests(SynchronousTestCase):
             self.addCleanup(signal.signal, number, signal.getsignal(number))
         service.startService()
         memory.run()
-        self.assertEqual(signal.getsignal(signal.SIGTERM), service._stopOnSignal)
-        self.assertEqual(signal.getsignal(signal.SIGINT), service._stopOnSignal)
+        assert service._signals is not None
+        self.assertEqual(signal.getsignal(signal.SIGTERM), service._signals.handler)
+        self.assertEqual(signal.getsignal(signal.SIGINT), service._signals.handler)
 
     def test_takenBeforeTheReactorRuns(self) -> None:
         """
@@ -111,8 +112,9 @@ class SignalTests(SynchronousTestCase):
             self.addCleanup(signal.signal, number, signal.getsignal(number))
         service.startService()
         self.assertFalse(memory.running)
-        self.assertEqual(signal.getsignal(signal.SIGTERM), service._stopOnSignal)
-        self.assertEqual(signal.getsignal(signal.SIGINT), service._stopOnSignal)
+        assert service._signals is not None
+        self.assertEqual(signal.getsignal(signal.SIGTERM), service._signals.handler)
+        self.assertEqual(signal.getsignal(signal.SIGINT), service._signals.handler)
 
     def test_heldSignalsHandled(self) -> None:
         """

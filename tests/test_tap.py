@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import io
 import os
+import resource
 import signal
 import sys
 from typing import Any
 from unittest import mock
 
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from hellotcp import tap
+from hellotcp import _wiring, tap
 from hellotcp._options import OneLineErrorOptions
+from hellotcp._twistedcompat import twistOptions
 from hellotcp.protocol import HelloServerFactory, ServerSettings
 from hellotcp.service import HelloService, withBacklog
 from hellotcp.workers import WorkerSupervisor
@@ -47,13 +51,15 @@ def server(options: tap.Options) -> HelloService:
 class KeepsSignals(SynchronousTestCase):
     """
     Test cases that build and start services, which take SIGHUP, SIGTERM
-    and SIGINT over: the test's process gets its own handlers back after
-    each test.
+    and SIGINT over and raise the open-file limit: the test's process gets
+    its own handlers and limit back after each test.
     """
 
     def setUp(self) -> None:
         for number in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             self.addCleanup(signal.signal, number, signal.getsignal(number))
+        limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, limits)
 
 
 class OneLineErrors(KeepsSignals):
@@ -174,9 +180,19 @@ class OptionsTests(OneLineErrors):
 
     def test_isOneLineErrorOptions(self) -> None:
         """
-        The plugin's options share the one-line error behaviour.
+        The plugin's options share the behaviour of the programs' options:
+        ``--version`` says hellotcp's version and exits 0 (and a mistake is
+        one line, see `test_badValues`).
         """
-        self.assertTrue(issubclass(tap.Options, OneLineErrorOptions))
+        from hellotcp import __version__
+
+        stdout = io.StringIO()
+        self.patch(sys, "stdout", stdout)
+        with self.assertRaises(SystemExit) as raised:
+            parse("--version")
+        self.assertEqual(raised.exception.code, 0)
+        self.assertEqual(stdout.getvalue(), f"hellotcp {__version__}\n")
+        self.assertIsInstance(tap.Options(), OneLineErrorOptions)
 
 
 class MakeServiceTests(KeepsSignals):
@@ -247,31 +263,33 @@ class MakeServiceTests(KeepsSignals):
         """
         from hellotcp.metricspage import MAX_CONNECTIONS
 
-        base = tap._descriptorsNeeded(parse("--listen", "tcp:7000"), None)
-        two = tap._descriptorsNeeded(
-            parse("--listen", "tcp:7000", "--listen", "tcp:7001"), None
-        )
-        self.assertEqual(two, base + 1)
-        withMetrics = tap._descriptorsNeeded(
-            parse("--listen", "tcp:7000", "--metrics", "tcp:9100"), None
-        )
+        needed = _wiring.descriptorsNeeded
+        base = needed(1, worker=False, metricsPage=False)
+        self.assertEqual(needed(2, worker=False, metricsPage=False), base + 1)
+        withMetrics = needed(1, worker=False, metricsPage=True)
         self.assertEqual(withMetrics, base + 1 + MAX_CONNECTIONS)
         # A worker does not serve the page; it holds its readiness pipe.
-        inWorker = tap._descriptorsNeeded(
-            parse("--listen", "tcp:7000", "--metrics", "tcp:9100"), 1
-        )
-        self.assertEqual(inWorker, base + 1)
+        self.assertEqual(needed(1, worker=True, metricsPage=True), base + 1)
 
     def test_stopDrains(self) -> None:
         """
-        Stopping the service stops listening and waits for open exchanges.
+        Stopping the service stops listening and waits for the open
+        exchange, which is still answered.
         """
-        options = parse("--listen", "tcp:7000")
+        options = parse("--listen", "tcp:7000", "--shutdown-timeout", "5")
         service = server(options)
         service.startService()
+        protocol = service.factory.buildProtocol(None)
+        assert protocol is not None
+        transport = StringTransport()
+        protocol.makeConnection(transport)
         stopped = service.stopService()
+        self.assertNoResult(stopped)
+        protocol.dataReceived(b"Hello, server!\n")
+        self.assertEqual(transport.value(), b"Hello, client!")
+        protocol.connectionLost(Failure(ConnectionDone()))
         self.successResultOf(stopped)
-        self.assertTrue(service.factory._stopping)
+        self.assertEqual(len(service.factory.connections), 0)
 
 
 class WithBacklogTests(SynchronousTestCase):
@@ -309,12 +327,11 @@ class LogLevelTests(KeepsSignals):
         """
         The factory logs greetings unless twist's log level is above info.
         """
-        from twisted.application.twist._options import TwistOptions
         from twisted.logger import LogLevel
 
         for level, expected in [(LogLevel.info, True), (LogLevel.warn, False)]:
             options = parse("--listen", "tcp:7000")
-            parent = TwistOptions()
+            parent = twistOptions()
             parent["logLevel"] = level
             options.parent = parent
             self.assertIs(server(options).factory.logGreetings, expected)
@@ -371,19 +388,18 @@ class WorkersOptionTests(OneLineErrors):
                 "tcp6:7000",
             ],
         )
-        self.assertEqual(
-            parse("--workers", "auto")["workers"], len(os.sched_getaffinity(0))
-        )
+        # auto: one per core this process may run on (three here).
+        self.patch(os, "sched_getaffinity", lambda pid: {0, 2, 5})
+        self.assertEqual(parse("--workers", "auto")["workers"], 3)
 
     def test_twistLogging(self) -> None:
         """
         Workers log in the format, at the level and to the file of ``twist``.
         """
-        from twisted.application.twist._options import TwistOptions
         from twisted.logger import LogLevel
 
         options = parse("--workers", "2")
-        parent = TwistOptions()
+        parent = twistOptions()
         parent["logLevel"] = LogLevel.warn
         parent["logFormat"] = "json"
         parent["logFile"] = sys.stderr
@@ -446,7 +462,7 @@ class WorkersOptionTests(OneLineErrors):
             asked.append(needed)
             return 100
 
-        self.patch(tap, "raiseFileLimit", raiseFileLimit)
+        self.patch(_wiring, "raiseFileLimit", raiseFileLimit)
         options = parse(
             "--workers", "4", "--listen", "tcp:7000", "--listen", "tcp:7001"
         )

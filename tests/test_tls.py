@@ -18,7 +18,6 @@ from twisted.logger import Logger
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from hellotcp import tls
-from hellotcp._tlserror import describeTLSError
 from hellotcp.protocol import HelloServerFactory, ServerSettings
 from hellotcp.tls import (
     CertificateFiles,
@@ -27,6 +26,7 @@ from hellotcp.tls import (
     TLSFileError,
     TLSServerFactory,
     clientTLS,
+    describeTLSError,
     loadCertificates,
     loadPrivateKey,
 )

@@ -21,7 +21,6 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, eventAsText, eventsFromJSONLogFile, formatEvent
-from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -34,6 +33,7 @@ from hellotcp.workers import (
     READY_VARIABLE,
     WORKER_VARIABLE,
     WorkerCommand,
+    WorkerCountError,
     WorkerLogStamp,
     WorkerSupervisor,
     openListener,
@@ -272,12 +272,12 @@ class SupervisorTests(SynchronousTestCase):
         supervisor, fake, _ = self.supervisor()
         ready(fake, 0)
         ready(fake, 1)
-        supervisor._signalled(signal.SIGHUP)
+        supervisor.hangUp()
         self.assertEqual(fake.spawned[0]["process"].signals, [signal.SIGHUP])
-        supervisor._signalled(signal.SIGTERM)
+        supervisor._stopRequested("SIGTERM")
         self.assertTrue(fake.hasStopped)
         supervisor.stopService()
-        supervisor._signalled(signal.SIGINT)
+        supervisor._stopRequested("SIGINT")
         self.assertEqual(
             fake.spawned[1]["process"].signals,
             [signal.SIGHUP, signal.SIGTERM, signal.SIGTERM],
@@ -457,7 +457,8 @@ class WorkerCountTests(SynchronousTestCase):
         """
         self.assertEqual(workerCount("3"), 3)
         self.assertEqual(workerCount(str(MAX_WORKERS)), MAX_WORKERS)
-        self.assertEqual(workerCount("auto"), len(os.sched_getaffinity(0)))
+        self.patch(os, "sched_getaffinity", lambda pid: {0, 2, 5})
+        self.assertEqual(workerCount("auto"), 3)
         self.patch(os, "sched_getaffinity", lambda pid: set(range(1000)))
         self.assertEqual(workerCount("auto"), MAX_WORKERS)
 
@@ -479,7 +480,7 @@ class WorkerCountTests(SynchronousTestCase):
             "nan",
             "",
         ]:
-            with self.assertRaises(usage.UsageError) as raised:
+            with self.assertRaises(WorkerCountError) as raised:
                 workerCount(value)
             self.assertEqual(
                 str(raised.exception),

@@ -1,0 +1,114 @@
+"""
+What each module may import: the wire protocol knows nothing of TLS or the
+PROXY protocol, the client side nothing of the server's protocol module,
+and only `hellotcp._twistedcompat` imports Twisted's private modules.
+
+Read from the source (the imports a module states), not from
+``sys.modules``: importing the package loads everything anyway.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+import hellotcp
+
+PACKAGE = os.path.dirname(os.path.abspath(hellotcp.__file__))
+
+
+def imports(module: str) -> set[str]:
+    """
+    Every name ``hellotcp.<module>`` imports, as ``package.module`` and
+    ``package.module.name`` (relative imports made absolute).
+    """
+    with open(os.path.join(PACKAGE, module + ".py"), encoding="utf-8") as source:
+        tree = ast.parse(source.read())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = "hellotcp" + (f".{base}" if base else "")
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def modules() -> list[str]:
+    """
+    The modules of the package, by name.
+    """
+    return sorted(
+        name.removesuffix(".py")
+        for name in os.listdir(PACKAGE)
+        if name.endswith(".py") and name != "__init__.py"
+    )
+
+
+class BoundaryTests(SynchronousTestCase):
+    """
+    The import rules of the module map.
+    """
+
+    def test_protocolKnowsNoTLSNorProxy(self) -> None:
+        """
+        `hellotcp.protocol` imports nothing of OpenSSL, TLS or the PROXY
+        protocol: those report to it through `IConnectionReport`.
+        """
+        forbidden = (
+            "OpenSSL",
+            "cryptography",
+            "service_identity",
+            "twisted.internet.ssl",
+            "twisted.protocols.tls",
+            "twisted.protocols.haproxy",
+            "hellotcp.tls",
+            "hellotcp._proxy",
+            "hellotcp._twistedcompat",
+            "twisted.internet.interfaces.ISSLTransport",
+            "twisted.internet.interfaces.IHandshakeListener",
+        )
+        found = sorted(
+            name
+            for name in imports("protocol")
+            if any(name == f or name.startswith(f + ".") for f in forbidden)
+        )
+        self.assertEqual(found, [])
+
+    def test_clientSideImportsNoServer(self) -> None:
+        """
+        The client side takes what it shares with the server from
+        `hellotcp._wire`, never from the server's protocol module.
+        """
+        for module in ["greet", "probe", "client"]:
+            found = sorted(
+                name
+                for name in imports(module)
+                if name == "hellotcp.protocol" or name.startswith("hellotcp.protocol.")
+            )
+            self.assertEqual(found, [], module)
+
+    def test_privateTwistedInOnePlace(self) -> None:
+        """
+        Only `hellotcp._twistedcompat` imports a private module or name of
+        Twisted.
+        """
+        found = {}
+        for module in modules():
+            if module == "_twistedcompat":
+                continue
+            private = sorted(
+                name
+                for name in imports(module)
+                if name.startswith("twisted.")
+                and any(part.startswith("_") for part in name.split(".")[1:])
+                and name != "twisted.__version__"
+            )
+            if private:
+                found[module] = private
+        self.assertEqual(found, {})
