@@ -31,11 +31,13 @@ from .service import (
     DEFAULT_BACKLOG,
     HelloService,
     holdHangUps,
+    noteHangUps,
     raiseFileLimit,
     withBacklog,
 )
 from .tls import CertificateFiles, ReloadableServerTLS, ServerTLSFiles, TLSFileError
 from .workers import (
+    INTERMEDIATES_VARIABLE,
     WorkerCommand,
     WorkerSupervisor,
     checkAdoptable,
@@ -259,6 +261,8 @@ class Options(OneLineErrorOptions):
         )
         self["backlog"] = number(int, "backlog", self["backlog"], maximum=MAX_BACKLOG)
         self["workers"] = workerCount(self["workers"])
+        # A SIGHUP from here on reloads what is about to be read.
+        noteHangUps()
         self["tls"] = self._loadTLS()
         if not self["listen"] and not self["tls-listen"]:
             self["listen"] = [DEFAULT_LISTEN]
@@ -287,9 +291,13 @@ class Options(OneLineErrorOptions):
         certificate, privateKey, clientCA = files
         if not (certificate and privateKey):
             raise usage.UsageError("--tls-listen needs --certificate and --private-key")
+        # A worker started while the others serve intermediates must not
+        # start without them (see hellotcp.workers).
+        keep = os.environ.get(INTERMEDIATES_VARIABLE) == "1" and thisWorker()
         try:
             return ReloadableServerTLS(
-                ServerTLSFiles(CertificateFiles(certificate, privateKey), clientCA)
+                ServerTLSFiles(CertificateFiles(certificate, privateKey), clientCA),
+                keepIntermediates=bool(keep),
             )
         except TLSFileError as error:
             raise usage.UsageError(str(error)) from None
@@ -382,15 +390,16 @@ def _fitFileLimit(settings: ServerSettings, own: int) -> ServerSettings:
     )
 
 
-def _logsInfo(config: Options) -> bool:
+def _logsLevel(config: Options, *names: str) -> bool:
     """
-    Whether ``twist``'s ``--log-level`` lets info events through: when it does
-    not, greetings are not logged at all rather than built and then dropped
-    (about a tenth of an exchange's cost).  ``twistd`` has no such option.
+    Whether ``twist``'s ``--log-level`` is one of ``names`` (``twist``'s
+    default is info; ``twistd`` has no such option and counts as info).
+    Events of a level that would be dropped are not even built: a greeting's
+    event costs about a tenth of an exchange.
     """
     parent = getattr(config, "parent", None)
     level = parent.get("logLevel") if parent is not None else None
-    return level is None or level.name in ("debug", "info")
+    return (level.name if level is not None else "info") in names
 
 
 def makeService(config: Options) -> HelloService | WorkerSupervisor:
@@ -409,8 +418,10 @@ def makeService(config: Options) -> HelloService | WorkerSupervisor:
     factory = HelloServerFactory(
         settings,
         cast(IReactorTime, reactor),
-        logGreetings=_logsInfo(config),
+        logGreetings=_logsLevel(config, "debug", "info"),
         metrics=counted,
+        # Twice a second per balancer: only where debug is asked for.
+        logHealthChecks=_logsLevel(config, "debug"),
     )
     service = HelloService(
         factory,
@@ -482,6 +493,7 @@ def _supervisor(config: Options) -> WorkerSupervisor:
         config["shutdown-timeout"],
         onWorkerExit=forget,
         reloads=config["tls"] is not None,
+        tls=config["tls"],
     )
     # SIGHUP is safe from here on, before any worker starts.
     holdHangUps(config.reactor, supervisor.hangUp)  # type: ignore[arg-type]
