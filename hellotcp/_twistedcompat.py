@@ -386,6 +386,17 @@ def logsInfo(parent: Mapping[str, Any] | None) -> bool:
     return level is None or level.name in ("debug", "info")
 
 
+def logsDebug(parent: Mapping[str, Any] | None) -> bool:
+    """
+    Whether ``twist``'s ``--log-level`` is debug.  ``twistd`` has no such
+    option, and writes every level it is given: it counts as info there.
+
+    :param parent: The options of the command that runs the plugin.
+    """
+    level = parent.get("logLevel") if parent is not None else None
+    return level is not None and level.name == "debug"
+
+
 def parentLogging(parent: Mapping[str, Any] | None) -> ParentLogging:
     """
     The ``twist`` options that make workers log as the command running the

@@ -88,6 +88,7 @@ def buildService(
     plan: ServerPlan,
     logging: ParentLogging,
     logGreetings: bool = True,
+    logHealthChecks: bool = False,
 ) -> HelloService | WorkerSupervisor:
     """
     The service that runs ``plan``: one server, or, with more than one
@@ -96,11 +97,13 @@ def buildService(
     :param logging: How the command running the plugin logs, which workers
         follow.
     :param logGreetings: Whether greetings are logged (info events pass).
+    :param logHealthChecks: Whether health checks are logged (debug events
+        pass; twice a second per balancer).
     """
     worker = thisWorker()
     if worker is None and plan.workers > 1:
         return _supervisor(reactor, plan, logging)
-    return _server(reactor, plan, worker, logGreetings)
+    return _server(reactor, plan, worker, logGreetings, logHealthChecks)
 
 
 def descriptorsNeeded(listeners: int, worker: bool, metricsPage: bool) -> int:
@@ -118,7 +121,11 @@ def descriptorsNeeded(listeners: int, worker: bool, metricsPage: bool) -> int:
 
 
 def _server(
-    reactor: IReactorCore, plan: ServerPlan, worker: int | None, logGreetings: bool
+    reactor: IReactorCore,
+    plan: ServerPlan,
+    worker: int | None,
+    logGreetings: bool,
+    logHealthChecks: bool,
 ) -> HelloService:
     """
     The server of a single process, or of worker number ``worker``.
@@ -137,6 +144,7 @@ def _server(
         cast(IReactorTime, reactor),
         logGreetings=logGreetings,
         metrics=counted,
+        logHealthChecks=logHealthChecks,
     )
     service = HelloService(
         factory,
@@ -210,6 +218,7 @@ def _supervisor(
         plan.shutdownTimeout,
         onWorkerExit=forget,
         reloads=plan.tls is not None,
+        tls=plan.tls,
     )
     # SIGHUP is safe from here on, before any worker starts.
     holdHangUps(cast(IReactorFromThreads, reactor), supervisor.hangUp)

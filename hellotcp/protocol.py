@@ -420,10 +420,9 @@ class HelloServerProtocol(Protocol):
             duration,
             problem if self._outcome is Outcome.TLS_FAILED else None,
         )
-        if (
-            self._outcome in (Outcome.GREETED, Outcome.HEALTH_CHECK)
-            and not self.factory.logGreetings
-        ):
+        if self._outcome is Outcome.GREETED and not self.factory.logGreetings:
+            return
+        if self._outcome is Outcome.HEALTH_CHECK and not self.factory.logHealthChecks:
             return
         self.factory.logExchange(
             self._outcome,
@@ -518,6 +517,9 @@ class HelloServerFactory(_ServerFactory):
     :ivar logGreetings: Whether to log each greeted exchange (at info);
         failures are always logged.  An application that filters out info
         sets it to `False` so the events are not even built.
+    :ivar logHealthChecks: Whether to log each health check (at debug): only
+        where debug events are kept (``twist --log-level=debug``), since
+        ``twistd`` and most applications write every level they are given.
     :ivar metrics: Where connections and exchanges are counted.
     """
 
@@ -530,6 +532,7 @@ class HelloServerFactory(_ServerFactory):
         clock: IReactorTime | None = None,
         logGreetings: bool = True,
         metrics: ServerMetrics = NO_METRICS,
+        logHealthChecks: bool = False,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -540,6 +543,7 @@ class HelloServerFactory(_ServerFactory):
         self.connections: ConnectionTable[HelloServerProtocol] = ConnectionTable()
         self.failures = SummarizingLog(_log, clock)
         self.logGreetings = logGreetings
+        self.logHealthChecks = logHealthChecks
         self.metrics = metrics
         self._stopping = False
         self._idle: list[Deferred[None]] = []

@@ -7,6 +7,7 @@ errors.
 from __future__ import annotations
 
 import atexit
+import math
 import resource
 import signal
 from collections.abc import Callable, Iterable
@@ -25,6 +26,7 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IReactorCore,
     IReactorFromThreads,
+    IReactorTime,
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
@@ -181,6 +183,7 @@ class StopSignals:
         # A worker's parent starts it with these blocked (see
         # hellotcp.workers): one that came meanwhile is handled now.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+        ignoreAtExit(signal.SIGTERM, signal.SIGINT)
 
     def handler(self, number: int, frame: FrameType | None) -> None:
         """
@@ -231,9 +234,11 @@ class HelloService(MultiService):
             else None
         )
         self._backlog = backlog
+        self._worker = worker
         self.tls = tls
         self._ports: list[object] = []
         self._stopping = False
+        self._stopRequestedAt = -math.inf
 
     def listen(
         self,
@@ -348,6 +353,11 @@ class HelloService(MultiService):
         return True
 
     def _stopRequested(self, name: str) -> None:
+        now = cast(IReactorTime, self._reactor).seconds()
+        if self._worker and now - self._stopRequestedAt < SAME_REQUEST:
+            # The group's copy and the parent's: one request.
+            return
+        self._stopRequestedAt = now
         if self._stopping:
             _log.warn("{signal} again: aborting open exchanges now", signal=name)
             self.factory.abortAll()
@@ -360,11 +370,58 @@ class HelloService(MultiService):
         self._reactor.stop()
 
 
-_ignoreHangUpsAtExit = False
+_ignoredAtExit: set[signal.Signals] = set()
 
 
-def _ignoreHangUps() -> None:
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+def ignoreAtExit(*signals: signal.Signals) -> None:
+    """
+    Ignore ``signals`` once the interpreter begins to exit.  Python then
+    puts back the default action of every signal it handles (death), so one
+    arriving after a clean stop, such as the second copy of a SIGTERM sent
+    both to a worker and to its parent, would turn exit status 0 into death
+    by that signal.
+    """
+    new = set(signals) - _ignoredAtExit
+    if not new:
+        return
+    _ignoredAtExit.update(new)
+
+    def ignore() -> None:
+        for number in new:
+            signal.signal(number, signal.SIG_IGN)
+
+    atexit.register(ignore)
+
+
+# A worker gets the SIGTERM sent to its whole process group and, a moment
+# later, the copy its parent passes on: within this many seconds a second
+# one is the same request, not a second one that aborts.
+SAME_REQUEST = 1.0
+
+
+_hungUpEarly = False
+
+
+def _noteHangUp(number: int, frame: FrameType | None) -> None:
+    global _hungUpEarly
+    _hungUpEarly = True
+
+
+def noteHangUps() -> None:
+    """
+    Note a SIGHUP from now until `holdHangUps` takes it over, which then
+    handles it: ``twist hellotcp`` calls this before it reads its TLS files,
+    so that files replaced after that first read are read again.  (Before
+    it, the plugin has SIGHUP ignored: nothing is loaded yet.)  Only where
+    SIGHUP has no handler of Python's, and only in the main thread.
+    """
+    if signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, signal.SIG_IGN):
+        return
+    try:
+        signal.signal(signal.SIGHUP, _noteHangUp)
+    except ValueError:  # not the main thread: signals are not ours to take
+        return
+    ignoreAtExit(signal.SIGHUP)
 
 
 def holdHangUps(
@@ -376,7 +433,8 @@ def holdHangUps(
     else as soon as it does), and nothing else happens.
 
     ``twist hellotcp`` calls this when it builds its service, before it
-    listens and before the reactor runs.  A SIGHUP that a parent held back
+    listens and before the reactor runs; one noted since it read its files
+    (`noteHangUps`) is handled as if it came now.  A SIGHUP that a parent held back
     while it started this process (see `hellotcp.workers`) is let through
     here, and handled.  Signals that arrive while one is waiting for the
     reactor count once.  When the process exits, SIGHUP is ignored:
@@ -385,7 +443,6 @@ def holdHangUps(
 
     :returns: A function that restores the previous handler (for tests).
     """
-    global _ignoreHangUpsAtExit
     waiting = False
 
     def handled() -> None:
@@ -401,10 +458,12 @@ def holdHangUps(
             waiting = True
             reactor.callFromThread(handled)
 
+    global _hungUpEarly
     previous = signal.signal(signal.SIGHUP, onSignal)
-    if not _ignoreHangUpsAtExit:
-        _ignoreHangUpsAtExit = True
-        atexit.register(_ignoreHangUps)
+    ignoreAtExit(signal.SIGHUP)
+    if previous is _noteHangUp and _hungUpEarly:
+        _hungUpEarly = False
+        onSignal(signal.SIGHUP, None)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
 
     def restore() -> None:

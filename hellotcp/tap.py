@@ -17,12 +17,13 @@ from twisted.python import usage
 
 from . import metrics
 from ._options import OneLineErrorOptions, asUsageError, number, oneLineHelp
-from ._twistedcompat import logsInfo, parentLogging
+from ._twistedcompat import logsDebug, logsInfo, parentLogging
 from ._wiring import ServerPlan, buildService
 from .protocol import DEFAULT_GREETING, ServerSettings
-from .service import DEFAULT_BACKLOG, HelloService, endpointType
+from .service import DEFAULT_BACKLOG, HelloService, endpointType, noteHangUps
 from .tls import CertificateFiles, ReloadableServerTLS, ServerTLSFiles, TLSFileError
 from .workers import (
+    INTERMEDIATES_VARIABLE,
     NotAdoptableError,
     WorkerCountError,
     WorkerSupervisor,
@@ -242,6 +243,8 @@ class Options(OneLineErrorOptions):
         self["backlog"] = number(int, "backlog", self["backlog"], maximum=MAX_BACKLOG)
         with asUsageError(WorkerCountError):
             self["workers"] = workerCount(self["workers"])
+        # A SIGHUP from here on reloads what is about to be read.
+        noteHangUps()
         self["tls"] = self._loadTLS()
         if not self["listen"] and not self["tls-listen"]:
             self["listen"] = [DEFAULT_LISTEN]
@@ -272,9 +275,13 @@ class Options(OneLineErrorOptions):
         certificate, privateKey, clientCA = files
         if not (certificate and privateKey):
             raise usage.UsageError("--tls-listen needs --certificate and --private-key")
+        # A worker started while the others serve intermediates must not
+        # start without them (see hellotcp.workers).
+        keep = os.environ.get(INTERMEDIATES_VARIABLE) == "1" and thisWorker()
         with asUsageError(TLSFileError):
             return ReloadableServerTLS(
-                ServerTLSFiles(CertificateFiles(certificate, privateKey), clientCA)
+                ServerTLSFiles(CertificateFiles(certificate, privateKey), clientCA),
+                keepIntermediates=bool(keep),
             )
 
 
@@ -335,4 +342,6 @@ def makeService(config: Options) -> HelloService | WorkerSupervisor:
         arguments=config.arguments,
     )
     reactor = cast(IReactorCore, config.reactor)
-    return buildService(reactor, plan, parentLogging(parent), logsInfo(parent))
+    return buildService(
+        reactor, plan, parentLogging(parent), logsInfo(parent), logsDebug(parent)
+    )

@@ -427,14 +427,40 @@ class ReloadableServerTLS:
     open ones keep theirs.
     """
 
-    def __init__(self, files: ServerTLSFiles) -> None:
+    def __init__(self, files: ServerTLSFiles, keepIntermediates: bool = False) -> None:
         """
         Load the files now.
 
+        :param keepIntermediates: Refuse a certificate file without
+            intermediates, as a reload does when intermediates were served
+            until then: a ``--workers`` parent asks this of a worker it
+            starts while the other workers serve intermediates, so that a
+            worker started while the file is half written does not serve a
+            broken chain.
         :raises TLSFileError: Naming the file and the problem.
         """
         self.files = files
-        self._options = files.options()
+        options = files.options()
+        if keepIntermediates:
+            self._checkKeepsIntermediates(options)
+        self._options = options
+
+    @property
+    def servesIntermediates(self) -> bool:
+        """
+        Whether the chain served now holds intermediate certificates.
+        """
+        return bool(self._options.extraCertChain)
+
+    def _checkKeepsIntermediates(self, options: ssl.CertificateOptions) -> None:
+        if not options.extraCertChain:
+            path = self.files.certificate.certificate
+            raise TLSFileError(
+                f"--certificate {path} now holds the certificate without "
+                "the intermediates served until now (a file still being "
+                "written?); complete it and send SIGHUP again, or restart "
+                "to serve the certificate alone"
+            )
 
     @property
     def expires(self) -> float:
@@ -453,10 +479,12 @@ class ReloadableServerTLS:
         """
         return SSL.Connection(self._options.getContext(), None)
 
-    def reload(self) -> bool:
+    def reload(self, quiet: bool = False) -> bool:
         """
         Read the files again; on any problem keep the current settings and
-        log one error.
+        log one error (no line at all if ``quiet``: a ``--workers`` parent
+        keeps its view of what its workers serve this way, and each worker
+        logs its own reload).
 
         Besides what a start refuses (a block cut short, a chain out of
         order, a key that does not match), a reload refuses a certificate
@@ -468,15 +496,11 @@ class ReloadableServerTLS:
         """
         try:
             options = self.files.options()
-            if self._options.extraCertChain and not options.extraCertChain:
-                path = self.files.certificate.certificate
-                raise TLSFileError(
-                    f"--certificate {path} now holds the certificate without "
-                    "the intermediates served until now (a file still being "
-                    "written?); complete it and send SIGHUP again, or restart "
-                    "to serve the certificate alone"
-                )
+            if self.servesIntermediates:
+                self._checkKeepsIntermediates(options)
         except TLSFileError as error:
+            if quiet:
+                return False
             _log.error(
                 "TLS reload failed, still serving the previous certificate: {error}",
                 error=str(error),
@@ -484,6 +508,8 @@ class ReloadableServerTLS:
             )
             return False
         self._options = options
+        if quiet:
+            return True
         _log.info(
             "TLS certificate reloaded from {certificate}",
             certificate=self.files.certificate.certificate,

@@ -66,6 +66,7 @@ from zope.interface import implementer
 
 from ._twistedcompat import stopAccepting, tcpEndpointAddress
 from .service import StopSignals, cannotListen, endpointType, startListeners
+from .tls import ReloadableServerTLS
 
 _log = Logger()
 
@@ -74,6 +75,11 @@ WORKER_VARIABLE = "HELLOTCP_WORKER"
 
 FIRST_LISTENER_DESCRIPTOR = 3
 """A worker finds listener ``i`` (in the order given) at this descriptor + i."""
+
+INTERMEDIATES_VARIABLE = "HELLOTCP_KEEP_INTERMEDIATES"
+"""The environment variable that tells a worker that the others serve
+intermediate certificates ("1"): it must not start with a certificate file
+that has lost them (a file caught half written)."""
 
 READY_VARIABLE = "HELLOTCP_READY_FD"
 """The environment variable that tells a worker the descriptor on which it
@@ -444,6 +450,9 @@ class WorkerSupervisor(MultiService):
         exits.
     :param reloads: Whether the workers have files to reload on SIGHUP (TLS
         files); without, SIGHUP is only logged, not passed on.
+    :param tls: The TLS settings the parent read, kept up to date (quietly)
+        on each SIGHUP as the workers' are, so that a worker started later
+        is told whether the others serve intermediates.
     """
 
     def __init__(
@@ -456,9 +465,11 @@ class WorkerSupervisor(MultiService):
         handleSignals: bool = True,
         onWorkerExit: Callable[[int], object] | None = None,
         reloads: bool = True,
+        tls: ReloadableServerTLS | None = None,
     ) -> None:
         MultiService.__init__(self)
         self._reloads = reloads
+        self._tls = tls
         self.count = count
         self._reactor = reactor
         self._descriptions = list(listeners)
@@ -523,6 +534,9 @@ class WorkerSupervisor(MultiService):
         environment = dict(os.environ)
         environment.update(self._command.environment)
         environment[WORKER_VARIABLE] = str(worker)
+        if self._tls is not None:
+            keep = self._tls.servesIntermediates
+            environment[INTERMEDIATES_VARIABLE] = "1" if keep else "0"
         environment[READY_VARIABLE] = str(readyDescriptor)
         # The worker starts with SIGHUP, SIGTERM and SIGINT blocked, until
         # it handles them.
@@ -609,6 +623,8 @@ class WorkerSupervisor(MultiService):
         if not self._reloads:
             _log.info("SIGHUP: no TLS files to reload")
             return
+        if self._tls is not None:
+            self._tls.reload(quiet=True)
         ready = [p for p in self._protocols.values() if p.ready]
         starting = [p for p in self._protocols.values() if not p.ready]
         _log.info(

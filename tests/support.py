@@ -285,7 +285,7 @@ class CommandTestCase(TestCase):
         server's log (``twist`` or ``twistd``) is checked once it has ended.
         """
         program = os.path.basename(argv[0])
-        hellotcp = program in ("twist", "twistd") or "twisted" in argv[1:3]
+        hellotcp = program in ("twist", "twistd") or "hellotcp" in argv
         process = self.spawn(argv, server=hellotcp)
         clock: IReactorTime = reactor
         deadline = clock.seconds() + TIMEOUT

@@ -32,6 +32,7 @@ from hellotcp.metrics import (
     removeStaleFolders,
     workersFolder,
 )
+from hellotcp.metricspage import DEADLINE as METRICS_DEADLINE
 from hellotcp.metricspage import IDLE_TIMEOUT as METRICS_IDLE_TIMEOUT
 from hellotcp.metricspage import MAX_CONNECTIONS as METRICS_MAX_CONNECTIONS
 from hellotcp.metricspage import metricsSite
@@ -291,10 +292,56 @@ class LimitedConnectionsTests(SynchronousTestCase):
     timeout.
     """
 
+    def test_deadline(self) -> None:
+        """
+        A connection that keeps trickling a request is aborted at the
+        deadline, however active it is.
+        """
+        clock = Clock()
+        factory = metricsSite(CollectorRegistry())
+        factory.wrappedFactory.reactor = clock
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        assert protocol is not None
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        for _ in range(int(METRICS_DEADLINE) - 1):
+            protocol.dataReceived(b"G")
+            clock.advance(1)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(1.1)
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_oldestMakesRoom(self) -> None:
+        """
+        When full, the oldest connection (a second old or more) is aborted so
+        that a scraper gets in; one aborted so is no longer counted.
+        """
+        clock = Clock()
+        factory = metricsSite(CollectorRegistry(), maxConnections=2)
+        factory.wrappedFactory.reactor = clock
+        address = IPv4Address("TCP", "127.0.0.1", 40000)
+        transports = []
+        for _ in range(2):
+            protocol = factory.buildProtocol(address)
+            assert protocol is not None
+            transports.append(StringTransport())
+            protocol.makeConnection(transports[-1])
+            clock.advance(0.6)
+        newcomer = factory.buildProtocol(address)
+        assert newcomer is not None
+        self.assertTrue(transports[0].disconnecting)
+        self.assertFalse(transports[1].disconnecting)
+        newcomer.makeConnection(StringTransport())
+        # Both left are younger than a second: the next is refused.
+        self.assertIsNone(factory.buildProtocol(address))
+
     def test_limit(self) -> None:
         """
         Past the limit a connection gets no protocol (Twisted closes it as
-        soon as it is accepted); a closed one makes room.
+        soon as it is accepted) while the others are young; a closed one
+        makes room.
         """
         factory = metricsSite(CollectorRegistry(), maxConnections=2)
         factory.wrappedFactory.reactor = Clock()

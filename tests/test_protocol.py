@@ -741,6 +741,7 @@ class HealthCheckTests(SynchronousTestCase):
         metrics = PrometheusMetrics(registry)
         for ending in (b"\n", b"\r\n", b""):
             server = ServerHarness(self, metrics=metrics)
+            server.factory.logHealthChecks = True
             server.send(HEALTH_CHECK_MESSAGE + ending)
             if not ending:
                 server.protocol.readConnectionLost()
@@ -755,6 +756,24 @@ class HealthCheckTests(SynchronousTestCase):
                 "hellotcp_exchanges_total", {"outcome": "health-check"}
             ),
             3,
+        )
+
+    def test_notLoggedUnlessAsked(self) -> None:
+        """
+        By default a health check is counted but not logged at all, since
+        ``twistd`` and most applications keep debug events.
+        """
+        registry = CollectorRegistry()
+        server = ServerHarness(self, metrics=PrometheusMetrics(registry))
+        server.send(HEALTH_CHECK_MESSAGE + b"\n")
+        server.protocol.writeConnectionLost()
+        server.close()
+        self.assertEqual(server.exchanges(), [])
+        self.assertEqual(
+            registry.get_sample_value(
+                "hellotcp_exchanges_total", {"outcome": "health-check"}
+            ),
+            1,
         )
 
     def test_otherMessagesNotChecks(self) -> None:

@@ -4,6 +4,7 @@ Tests for `hellotcp.service`.
 
 from __future__ import annotations
 
+import atexit
 import os
 import resource
 import signal
@@ -11,6 +12,8 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from twisted.internet import reactor
@@ -21,7 +24,13 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from hellotcp import service
 from hellotcp.protocol import HelloServerFactory
-from hellotcp.service import HelloService, holdHangUps, raiseFileLimit
+from hellotcp.service import (
+    SAME_REQUEST,
+    HelloService,
+    StopSignals,
+    holdHangUps,
+    raiseFileLimit,
+)
 
 from .support import (
     TIMEOUT,
@@ -133,7 +142,7 @@ class SignalTests(SynchronousTestCase):
         self.addCleanup(signal.pthread_sigmask, signal.SIG_SETMASK, previous)
         for number in (signal.SIGTERM, signal.SIGINT):
             self.addCleanup(signal.signal, number, signal.getsignal(number))
-        os.kill(os.getpid(), signal.SIGTERM)  # blocked: it waits
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # blocked: waits
         service.startService()
         self.assertEqual(queued, [(service._stopRequested, ("SIGTERM",))])
         self.assertNotIn(
@@ -158,6 +167,45 @@ class SignalTests(SynchronousTestCase):
         service.stopService()
         service._stopRequested("SIGTERM")
         self.assertTrue(transport.disconnected)
+
+    def test_workerTakesTwoCopiesAsOne(self) -> None:
+        """
+        A worker gets a SIGTERM sent to its process group and its parent's
+        copy of it: a second one within `SAME_REQUEST` seconds is the same
+        request; one after that aborts.
+        """
+        memory = MemoryReactorClock()
+        memory.running = True
+        factory = HelloServerFactory(clock=Clock())
+        protocol = factory.buildProtocol(None)
+        assert protocol is not None
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        worker = HelloService(factory, memory, worker=True)
+        worker._stopRequested("SIGTERM")
+        worker.stopService()
+        memory.advance(SAME_REQUEST / 2)
+        worker._stopRequested("SIGTERM")
+        self.assertFalse(transport.disconnected)
+        memory.advance(SAME_REQUEST)
+        worker._stopRequested("SIGTERM")
+        self.assertTrue(transport.disconnected)
+
+    def test_stopSignalsIgnoredAtExit(self) -> None:
+        """
+        Once the signals are taken, SIGTERM and SIGINT are ignored at exit,
+        so a late copy cannot turn a clean stop into death by the signal.
+        """
+        registered: list[Callable[[], None]] = []
+        self.patch(service, "_ignoredAtExit", set())
+        self.patch(atexit, "register", registered.append)
+        for number in (signal.SIGTERM, signal.SIGINT):
+            self.addCleanup(signal.signal, number, signal.getsignal(number))
+        StopSignals(MemoryReactorClock(), lambda name: None)._install()
+        [ignore] = registered
+        ignore()
+        self.assertEqual(signal.getsignal(signal.SIGTERM), signal.SIG_IGN)
+        self.assertEqual(signal.getsignal(signal.SIGINT), signal.SIG_IGN)
 
 
 class FileLimitTests(SynchronousTestCase):
@@ -267,6 +315,49 @@ class HoldHangUpsTests(SynchronousTestCase):
         os.kill(os.getpid(), signal.SIGHUP)
         self.assertEqual(len(self.calls), 1)
 
+    def test_notedThenHandled(self) -> None:
+        """
+        A SIGHUP between `noteHangUps` (before the TLS files are read) and
+        `holdHangUps` is handled once the latter takes over; none, nothing.
+        """
+        self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
+        for sent in (0, 2):
+            self.calls.clear()
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            service.noteHangUps()
+            for _ in range(sent):
+                os.kill(os.getpid(), signal.SIGHUP)
+            handled: list[bool] = []
+            restore = holdHangUps(self, partial(handled.append, True))  # type: ignore[arg-type]
+            for f, args in self.calls:
+                f(*args)
+            self.assertEqual(handled, [True] if sent else [])
+            restore()
+
+    def test_noteLeavesHandlersAlone(self) -> None:
+        """
+        `noteHangUps` takes SIGHUP only where Python has no handler for it.
+        """
+        restore = holdHangUps(self, lambda: None)  # type: ignore[arg-type]
+        self.addCleanup(restore)
+        handler = signal.getsignal(signal.SIGHUP)
+        service.noteHangUps()
+        self.assertIs(signal.getsignal(signal.SIGHUP), handler)
+
+    def test_pluginIgnoresUntilRead(self) -> None:
+        """
+        Choosing the plugin (twist asks for its options) makes SIGHUP
+        ignored where it would kill, before anything of hellotcp is imported.
+        """
+        from twisted.plugins.hellotcp_plugin import hellotcp
+
+        self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        from hellotcp.tap import Options
+
+        self.assertIs(hellotcp.options, Options)
+        self.assertEqual(signal.getsignal(signal.SIGHUP), signal.SIG_IGN)
+
     def test_heldBackSignalHandled(self) -> None:
         """
         A SIGHUP that waits, blocked (as a worker's parent starts it), is let
@@ -276,7 +367,9 @@ class HoldHangUpsTests(SynchronousTestCase):
         self.addCleanup(signal.pthread_sigmask, signal.SIG_SETMASK, previous)
         restore = signal.signal(signal.SIGHUP, signal.SIG_DFL)
         self.addCleanup(signal.signal, signal.SIGHUP, restore)
-        os.kill(os.getpid(), signal.SIGHUP)
+        # To this thread: a process-wide signal could be taken by another
+        # thread (trial's thread pool) that does not block it, and kill us.
+        signal.pthread_kill(threading.get_ident(), signal.SIGHUP)
         self.addCleanup(holdHangUps(self, lambda: None))  # type: ignore[arg-type]
         self.assertEqual(len(self.calls), 1)
         self.assertNotIn(signal.SIGHUP, signal.pthread_sigmask(signal.SIG_BLOCK, set()))
@@ -286,12 +379,18 @@ class HoldHangUpsTests(SynchronousTestCase):
         At exit SIGHUP is ignored, so that Python's shutdown does not make it
         deadly again.
         """
+        registered: list[Callable[[], None]] = []
+        self.patch(service, "_ignoredAtExit", set())
+        self.patch(atexit, "register", registered.append)
         self.addCleanup(holdHangUps(self, lambda: None))  # type: ignore[arg-type]
-        self.assertTrue(service._ignoreHangUpsAtExit)
         handler = signal.getsignal(signal.SIGHUP)
         self.addCleanup(signal.signal, signal.SIGHUP, handler)
-        service._ignoreHangUps()
+        [ignore] = registered
+        ignore()
         self.assertEqual(signal.getsignal(signal.SIGHUP), signal.SIG_IGN)
+        # Once is enough.
+        holdHangUps(self, lambda: None)  # type: ignore[arg-type]
+        self.assertEqual(len(registered), 1)
 
     def test_serviceWithoutTLS(self) -> None:
         """
@@ -306,30 +405,30 @@ class HoldHangUpsTests(SynchronousTestCase):
         )
 
 
-def caughtSignals(pid: int) -> int:
+def caughtSignals(pid: int, field: str = "SigCgt") -> int:
     """
-    The signals that ``twist hellotcp`` in process ``pid`` handles, as a bit
-    mask (bit ``n - 1`` for signal ``n``), from ``/proc``: none until it
-    runs that program (between fork and exec a child has its parent's
-    handlers).
+    The signals that ``twist hellotcp`` in process ``pid`` handles (or, with
+    ``field="SigIgn"``, ignores), as a bit mask (bit ``n - 1`` for signal
+    ``n``), from ``/proc``: none until it runs that program (between fork
+    and exec a child has its parent's handlers).
     """
     with open(f"/proc/{pid}/cmdline", "rb") as command:
         if b"hellotcp" not in command.read():
             return 0
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("SigCgt:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1], 16)
     return 0
 
 
-def signalAsSoonAsCaught(pid: int, number: int) -> None:
+def signalAsSoonAsCaught(pid: int, number: int, field: str = "SigCgt") -> None:
     """
-    Send signal ``number`` to ``pid`` the moment it handles it (polling
-    ``/proc``, for `TIMEOUT` seconds at most).
+    Send signal ``number`` to ``pid`` the moment it handles it (or ignores
+    it: ``field="SigIgn"``), polling ``/proc`` for `TIMEOUT` seconds at most.
     """
     deadline = time.monotonic() + TIMEOUT
-    while not caughtSignals(pid) & (1 << (number - 1)):
+    while not caughtSignals(pid, field) & (1 << (number - 1)):
         if time.monotonic() > deadline:
             raise AssertionError(f"process {pid} never handled signal {number}")
         time.sleep(0.0005)
@@ -464,7 +563,7 @@ class HangUpCommandTests(CommandTestCase):
         self.assertEqual(len(lines), 1, lines)
         self.assertIn("SIGHUP: no TLS files to reload", lines[0])
 
-    async def hangUpEarly(self, blocked: bool) -> None:
+    async def hangUpEarly(self, blocked: bool, field: str = "SigCgt") -> int:
         """
         Start a TLS server, SIGHUP it early (see the callers), then check
         that it serves, that the SIGHUP was one reload, and that SIGTERM
@@ -490,7 +589,7 @@ class HangUpCommandTests(CommandTestCase):
         if blocked:
             await inThread(signalOnceBlocked, pid, signal.SIGHUP)
         else:
-            await inThread(signalAsSoonAsCaught, pid, signal.SIGHUP)
+            await inThread(signalAsSoonAsCaught, pid, signal.SIGHUP, field)
         for _ in range(200):
             self.assertFalse(server.ended.called, server.err.decode())
             try:
@@ -508,15 +607,18 @@ class HangUpCommandTests(CommandTestCase):
         with open(log) as lines:
             events = list(eventsFromJSONLogFile(lines))
         reloads = [e for e in events if e.get("outcome") == "reloaded"]
-        self.assertEqual(len(reloads), 1)
+        if field == "SigCgt":
+            self.assertEqual(len(reloads), 1)
+        return len(reloads)
 
     async def test_heldFromTheStart(self) -> None:
         """
         A SIGHUP sent right after the process starts, while it holds SIGHUP
-        blocked (as a worker does), is handled once hellotcp builds its
-        service, before the reactor runs: one reload, and the server serves.
+        blocked (as a worker does), does not kill it once unblocked: it came
+        before anything was read, so it is dropped when hellotcp is chosen
+        (ignored, which discards a pending SIGHUP), and the server serves.
         """
-        await self.hangUpEarly(blocked=True)
+        self.assertEqual(await self.hangUpEarly(blocked=True, field="SigIgn"), 0)
 
     async def test_beforeTheReactorRuns(self) -> None:
         """
@@ -525,6 +627,16 @@ class HangUpCommandTests(CommandTestCase):
         handled is one reload, and the server serves.
         """
         await self.hangUpEarly(blocked=False)
+
+    async def test_whileStarting(self) -> None:
+        """
+        From the moment hellotcp is chosen as twist's plugin (before it is
+        even imported), SIGHUP cannot kill the server: one sent as soon as
+        it is ignored is dropped (nothing was loaded yet) or, if it comes
+        after the TLS files were read, one reload; either way it serves.
+        """
+        reloads = await self.hangUpEarly(blocked=False, field="SigIgn")
+        self.assertIn(reloads, (0, 1))
 
     async def test_earlySIGTERM(self) -> None:
         """

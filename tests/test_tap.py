@@ -337,6 +337,23 @@ class LogLevelTests(KeepsSignals):
             self.assertIs(server(options).factory.logGreetings, expected)
         self.assertTrue(server(parse()).factory.logGreetings)
 
+    def test_healthChecksOnlyAtDebug(self) -> None:
+        """
+        Health checks are logged only under ``twist --log-level=debug``; not
+        at twist's default, and not under ``twistd`` (no parent level), which
+        writes debug events too.
+        """
+        from twisted.application.twist._options import TwistOptions
+        from twisted.logger import LogLevel
+
+        for level, expected in [(LogLevel.debug, True), (LogLevel.info, False)]:
+            options = parse("--listen", "tcp:7000")
+            parent = TwistOptions()
+            parent["logLevel"] = level
+            options.parent = parent
+            self.assertIs(server(options).factory.logHealthChecks, expected)
+        self.assertFalse(server(parse()).factory.logHealthChecks)
+
 
 class WorkersOptionTests(OneLineErrors):
     """

@@ -652,6 +652,46 @@ class ChainReloadTests(SynchronousTestCase):
             self.assertEqual(len(error.splitlines()), 1)
             self.assertIn(paths["chain"], error)
 
+    def test_workerKeepsIntermediates(self) -> None:
+        """
+        Asked to keep intermediates (a worker started while the others
+        serve them), loading refuses the leaf alone and takes the chain;
+        otherwise the leaf alone is a certificate like any other.
+        """
+        folder = self.mktemp()
+        os.makedirs(folder)
+        paths = chainPKI(folder)
+        leafOnly = ServerTLSFiles(CertificateFiles(paths["leaf"], paths["key"]))
+        with self.assertRaises(TLSFileError) as caught:
+            ReloadableServerTLS(leafOnly, keepIntermediates=True)
+        self.assertIn(
+            "without the intermediates served until now", str(caught.exception)
+        )
+        self.assertFalse(ReloadableServerTLS(leafOnly).servesIntermediates)
+        whole = ServerTLSFiles(CertificateFiles(paths["chain"], paths["key"]))
+        self.assertTrue(
+            ReloadableServerTLS(whole, keepIntermediates=True).servesIntermediates
+        )
+
+    def test_quietReload(self) -> None:
+        """
+        A quiet reload (a ``--workers`` parent's) applies the same rules and
+        logs nothing.
+        """
+        events = EventLoggingObserver()
+        self.patch(tls, "_log", Logger(observer=events))
+        folder = self.mktemp()
+        os.makedirs(folder)
+        paths = chainPKI(folder)
+        settings = ReloadableServerTLS(
+            ServerTLSFiles(CertificateFiles(paths["chain"], paths["key"]))
+        )
+        with open(paths["leaf"], "rb") as leaf, open(paths["chain"], "wb") as file:
+            file.write(leaf.read())
+        self.assertFalse(settings.reload(quiet=True))
+        self.assertTrue(settings.servesIntermediates)
+        self.assertEqual(list(events), [])
+
 
 class ClientSettingsTests(SynchronousTestCase):
     """

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -26,9 +27,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from hellotcp import workers
 from hellotcp.certs import issue, writeIssued
+from hellotcp.tls import CertificateFiles, ReloadableServerTLS, ServerTLSFiles
 from hellotcp.workers import (
     FIRST_LISTENER_DESCRIPTOR,
     FIRST_PAUSE,
+    INTERMEDIATES_VARIABLE,
     MAX_WORKERS,
     READY_VARIABLE,
     WORKER_VARIABLE,
@@ -52,6 +55,7 @@ from .support import (
 )
 from .test_metrics import expires, scrape, scrapeUntil
 from .test_service import exchangesUntilRefused, hangUpStorm
+from .test_tls import chainPKI, rootOnlyClient
 from .test_tls_interop import pki, tlsListen, verifiedClient
 
 
@@ -333,6 +337,42 @@ class SupervisorTests(SynchronousTestCase):
         ready(fake, 1)
         self.assertEqual(fake.spawned[1]["process"].signals, [signal.SIGHUP])
         self.assertEqual(fake.spawned[0]["process"].signals, [])
+
+    def test_workersToldToKeepIntermediates(self) -> None:
+        """
+        Each worker is told whether the others serve intermediates, as the
+        parent last read the files (quietly, on each SIGHUP): a worker
+        started after the chain file lost them is told to refuse it.
+        """
+        folder = self.mktemp()
+        os.makedirs(folder)
+        paths = chainPKI(folder)
+        tls = ReloadableServerTLS(
+            ServerTLSFiles(CertificateFiles(paths["chain"], paths["key"]))
+        )
+        fake = ProcessReactor()
+        supervisor = WorkerSupervisor(
+            fake,
+            1,
+            ["tcp:0:interface=127.0.0.1"],
+            WorkerCommand([]),
+            shutdownTimeout=5,
+            handleSignals=False,
+            tls=tls,
+        )
+        supervisor.startService()
+        self.addCleanup(supervisor._closeListeners)
+        self.assertEqual(fake.spawned[0]["env"][INTERMEDIATES_VARIABLE], "1")
+        # Replaced by a leaf alone (no longer half written: an operator's
+        # choice), SIGHUP: the parent keeps its view, and so do new workers.
+        with open(paths["leaf"], "rb") as leaf, open(paths["chain"], "wb") as file:
+            file.write(leaf.read())
+        with capturedLogs() as events:
+            supervisor.hangUp()
+        self.assertEqual(len(events), 1)
+        self.assertTrue(tls.servesIntermediates)
+        supervisor._start(1)
+        self.assertEqual(fake.spawned[-1]["env"][INTERMEDIATES_VARIABLE], "1")
 
     def test_hangUpWithoutFiles(self) -> None:
         """
@@ -637,6 +677,110 @@ class WorkersCommandTests(CommandTestCase):
         for pid in workers:
             with self.assertRaises(ProcessLookupError):
                 os.kill(pid, 0)
+
+    async def test_groupSIGTERM(self) -> None:
+        """
+        SIGTERM to the whole process group (``kill -- -PGID``, systemd's
+        default ``KillMode=control-group``) reaches every worker twice, once
+        directly and once from the parent: still one graceful stop, in which
+        open exchanges are answered, and every process exits cleanly.
+        """
+        port = freePort()
+        log = os.path.join(self.folder, "hellotcp.log")
+        server = await self.startServer(
+            [
+                sys.executable,
+                "-c",
+                "import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[1:])",
+                command("twist"),
+                "--log-format=json",
+                f"--log-file={log}",
+                "hellotcp",
+                "--workers",
+                "2",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+            ],
+            port,
+        )
+        await self.waitForLog(
+            log,
+            lambda e: (
+                e.get("log_format") == "Starting reactor..." and e.get("worker") == 2
+            ),
+            "worker 2 running",
+        )
+        sockets = [await inThread(connect, port) for _ in range(6)]
+        for sock in sockets:
+            self.addCleanup(sock.close)
+        await deferLater(reactor, 0.3)
+        pid = server.transport.pid  # type: ignore[union-attr]
+        os.killpg(pid, signal.SIGTERM)
+        await deferLater(reactor, 0.5)
+        for sock in sockets:
+            sock.sendall(b"late\n")
+        answers = [await inThread(readToEnd, sock) for sock in sockets]
+        self.assertEqual(answers, [b"Hello, client!"] * 6)
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+        events = logEvents(log)
+        self.assertEqual([e for e in events if "again" in e.get("log_format", "")], [])
+        self.assertEqual([e for e in events if e.get("status")], [])
+
+    async def test_replacementRefusesHalfWrittenChain(self) -> None:
+        """
+        A worker that is replaced while the chain file holds the leaf alone
+        (being rewritten) refuses to start, in one line, instead of serving a
+        chain that clients trusting only the root reject; once the file is
+        whole, the next start serves it, and every client is greeted.
+        """
+        paths = chainPKI(self.folder)
+        tlsPort = freePort()
+        log = os.path.join(self.folder, "hellotcp.log")
+        server = await self.startServer(
+            [
+                command("twist"),
+                "--log-format=json",
+                f"--log-file={log}",
+                "hellotcp",
+                "--workers",
+                "2",
+                "--tls-listen",
+                f"tcp:{tlsPort}:interface=127.0.0.1",
+                "--certificate",
+                paths["chain"],
+                "--private-key",
+                paths["key"],
+            ],
+            tlsPort,
+        )
+        started = await self.waitForLog(
+            log, lambda e: "pid" in e and e.get("worker") == 1, "worker 1 started"
+        )
+        first = started[0]["pid"]
+        server.allowedErrors += [
+            f'"pid": {first}, "status": "was killed by SIGKILL"',
+            '"status": "exited with status 2"',
+        ]
+        with open(paths["chain"], "rb") as file:
+            chain = file.read()
+        with open(paths["leaf"], "rb") as leaf, open(paths["chain"], "wb") as file:
+            file.write(leaf.read())
+        os.kill(first, signal.SIGKILL)
+        await self.waitForLog(
+            log,
+            lambda e: e.get("status") == "exited with status 2",
+            "the replacement refusing the leaf alone",
+        )
+        self.assertIn(b"without the intermediates served until now", server.err)
+        with open(paths["chain"], "wb") as file:
+            file.write(chain)
+        # The replacement (or the queue it left) greets every client.
+        answers = await inThread(
+            lambda: [rootOnlyClient(tlsPort, paths["root"]) for _ in range(10)]
+        )
+        self.assertEqual(answers, [b"Hello, client!"] * 10)
+        server.transport.signalProcess("TERM")  # type: ignore[union-attr]
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
 
     async def test_reloadEveryWorker(self) -> None:
         """
