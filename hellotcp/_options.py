@@ -1,16 +1,19 @@
 """
-What the command lines of ``twist hellotcp`` and ``hellotcp-client`` share:
-one-line errors and checked numbers.
+What the command lines of ``twist hellotcp``, ``hellotcp-client`` and
+``hellotcp-certs`` share: one-line errors, checked numbers and checked host
+names.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
 
+import idna
 from twisted.python import usage
 
 _Number = TypeVar("_Number", int, float)
@@ -28,8 +31,15 @@ _SHOWN = 40
 def _shown(value: str) -> str:
     # A 400-digit mistake is named by its start, so that the error stays one
     # short line.
-    text = value if len(value) <= _SHOWN else value[:_SHOWN] + "..."
-    return repr(text)
+    return repr(cut(value))
+
+
+def cut(value: str, length: int = _SHOWN) -> str:
+    """
+    ``value``, or its first ``length`` characters and ``...`` if it is
+    longer: how a long mistake is named in a one-line error.
+    """
+    return value if len(value) <= length else value[:length] + "..."
 
 
 def number(
@@ -38,6 +48,7 @@ def number(
     value: str,
     zeroAllowed: bool = False,
     maximum: _Number | None = None,
+    label: str | None = None,
 ) -> _Number:
     """
     Read the value of option ``--name`` as a finite number greater than 0 (or
@@ -46,11 +57,14 @@ def number(
     :param maximum: The largest value accepted; by default `MAX_SECONDS`
         for a ``float`` and `MAX_COUNT` for an ``int``.  However many digits
         ``value`` has, it is refused here rather than overflowing later.
+    :param label: What the error calls the value instead of ``--name``
+        (``tcp:...:timeout=`` for a parameter of an endpoint, say).
     :raises usage.UsageError: With a sentence naming the option.
     """
     limit: float | int = (
         maximum if maximum is not None else MAX_COUNT if kind is int else MAX_SECONDS
     )
+    named = label if label is not None else f"--{name}"
     what = "a whole number" if kind is int else "a number"
     bound = "0 or more" if zeroAllowed else "greater than 0"
     parsed: _Number | None = None
@@ -71,11 +85,11 @@ def number(
     if tooLarge:
         shownLimit = f"{limit:g}" if isinstance(limit, float) else str(limit)
         raise usage.UsageError(
-            f"--{name} must be {what} {bound} and at most {shownLimit}, "
+            f"{named} must be {what} {bound} and at most {shownLimit}, "
             f"not {_shown(value)}"
         )
     if parsed is None:
-        raise usage.UsageError(f"--{name} must be {what} {bound}, not {_shown(value)}")
+        raise usage.UsageError(f"{named} must be {what} {bound}, not {_shown(value)}")
     return parsed
 
 
@@ -99,6 +113,37 @@ def oneLineHelp(handler: _Handler) -> _Handler:
     """
     handler.__doc__ = " ".join((handler.__doc__ or "").split())
     return handler
+
+
+def hostName(name: str, shownAtMost: int | None = None) -> str:
+    """
+    Check a host name or IP address for a certificate, and give it as a
+    certificate names it: an IP address as it is, a host name in lower case
+    with each internationalised label as its IDNA A-label (``bücher.example``
+    becomes ``xn--bcher-kva.example``), without a final dot.  Wildcards are
+    not made.
+
+    ``hellotcp-certs --hostname`` and the TLS names of ``hellotcp-client``
+    are checked with it, so that a name too long or not a host name is a
+    one-line mistake on the command line, not a traceback from ``idna``.
+
+    :param shownAtMost: How much of a long ``name`` the error shows (all of
+        it by default, as ``hellotcp-certs`` does).
+    :raises ValueError: With a sentence saying what is wrong with ``name``.
+    """
+    shown = repr(name if shownAtMost is None else cut(name, shownAtMost))
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        pass
+    bare = name.removesuffix(".")
+    if not bare:
+        raise ValueError(f"{shown} is not a host name: it is empty")
+    try:
+        encoded: str = idna.encode(bare, uts46=True).decode("ascii")
+    except idna.IDNAError as error:
+        raise ValueError(f"{shown} is not a valid host name: {error}") from None
+    return encoded
 
 
 class OneLineErrorOptions(usage.Options):

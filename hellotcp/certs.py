@@ -17,7 +17,6 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-import idna
 from attrs import frozen
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.python import usage
 
-from ._options import OneLineErrorOptions, oneLineHelp
+from ._options import OneLineErrorOptions, hostName, oneLineHelp
 
 DEFAULT_HOSTNAMES = ("localhost", "127.0.0.1", "::1")
 """The names a server certificate covers unless told otherwise."""
@@ -117,30 +116,6 @@ def makeCA(
         .sign(key, hashes.SHA256())
     )
     return Issued(certificate, key)
-
-
-def hostName(name: str) -> str:
-    """
-    Check a host name or IP address for a certificate, and give it as a
-    certificate names it: an IP address as it is, a host name in lower case
-    with each internationalised label as its IDNA A-label (``bücher.example``
-    becomes ``xn--bcher-kva.example``), without a final dot.  Wildcards are
-    not made.
-
-    :raises ValueError: With a sentence saying what is wrong with ``name``.
-    """
-    try:
-        return str(ipaddress.ip_address(name))
-    except ValueError:
-        pass
-    bare = name.removesuffix(".")
-    if not bare:
-        raise ValueError(f"{name!r} is not a host name: it is empty")
-    try:
-        encoded: str = idna.encode(bare, uts46=True).decode("ascii")
-    except idna.IDNAError as error:
-        raise ValueError(f"{name!r} is not a valid host name: {error}") from None
-    return encoded
 
 
 def _subjectAlternativeName(names: Sequence[str]) -> x509.SubjectAlternativeName:

@@ -6,6 +6,7 @@ message to a greeting server and print its answer.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -28,7 +29,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from ._escape import escape
-from ._options import OneLineErrorOptions, number
+from ._options import MAX_SECONDS, OneLineErrorOptions, cut, hostName, number
 from ._twistedcompat import parseEndpoint
 from ._wire import DEFAULT_MESSAGE
 from .greet import AnswerCutShortError, NoGreetingError, ResponseTooLongError, greet
@@ -50,6 +51,9 @@ _PROGRAM = "hellotcp-client"
 MAX_CONCURRENCY = 10_000
 """The most exchanges ``--concurrency`` runs at once: each holds a
 descriptor."""
+
+# How much of a long host name an error shows.
+_SHOWN_AT_MOST = 40
 
 # A TLS alert record (content type 21, version 3.x): what a TLS server sends
 # a client that does not speak TLS to it.
@@ -151,7 +155,7 @@ class ClientOptions(OneLineErrorOptions):
         # undoes the surrogateescape decoding of argv, so a message that is
         # not UTF-8 is sent as it was given (and text as UTF-8).
         self["message-bytes"] = os.fsencode(self["message"])
-        checkPort(self["connect"])
+        checkEndpoint(self["connect"])
         tlsOptions = ("ca", "server-name", "certificate", "private-key")
         if not self["tls"]:
             given = [f"--{name}" for name in tlsOptions if self[name]]
@@ -164,12 +168,24 @@ class ClientOptions(OneLineErrorOptions):
             )
         if bool(self["certificate"]) != bool(self["private-key"]):
             raise usage.UsageError("--certificate and --private-key go together")
-        if not self["server-name"]:
+        if self["server-name"]:
+            try:
+                hostName(self["server-name"], _SHOWN_AT_MOST)
+            except ValueError as problem:
+                raise usage.UsageError(f"--server-name: {problem}") from None
+        else:
             self["server-name"] = endpointHost(self["connect"])
             if not self["server-name"]:
                 raise usage.UsageError(
-                    f"--tls needs --server-name for {self['connect']}"
+                    f"--tls needs --server-name for {cut(self['connect'], 80)}"
                 )
+            try:
+                hostName(self["server-name"], _SHOWN_AT_MOST)
+            except ValueError as problem:
+                raise usage.UsageError(
+                    f"--connect {cut(self['connect'], 80)}: {problem} "
+                    "(the name --tls verifies; give --server-name)"
+                ) from None
 
     @property
     def probing(self) -> bool:
@@ -195,27 +211,87 @@ class ClientOptions(OneLineErrorOptions):
         return clientTLS(self["server-name"], self["ca"], certificate)
 
 
-def checkPort(description: str) -> None:
+def checkEndpoint(description: str, option: str | None = "connect") -> None:
     """
-    Check the port of a ``tcp:`` or ``tls:`` client endpoint description,
-    which Twisted would only refuse when connecting.
+    Check what Twisted would only refuse when connecting, or not at all, in
+    a ``tcp:`` or ``tls:`` client endpoint description: the port, the host
+    (a host name the resolver cannot encode failed inside Twisted's
+    resolver, unhandled, and the exchange waited for its timeout; a
+    ``tls:`` host is also the name TLS verifies, checked as
+    `hellotcp._options.hostName` checks it) and the ``timeout=``
+    parameter (an overflowing one failed inside the reactor).
 
-    :raises usage.UsageError: Naming the endpoint and the port.
+    :param option: The option that gave ``description``, which the error
+        names with the description; `None` to say only the problem.
+    :raises usage.UsageError: Naming the endpoint (cut if long) and the
+        problem.
     """
     args, kwargs = parseEndpoint(description)
     if not args or args[0] not in ("tcp", "tls"):
         return
+    where = f"--{option} {cut(description, 80)}: " if option else ""
     port = kwargs.get("port", args[2] if len(args) > 2 else None)
-    if port is None:
-        return
+    if port is not None:
+        try:
+            valid = 1 <= int(port) <= 65535
+        except ValueError:
+            valid = False
+        if not valid:
+            raise usage.UsageError(
+                f"{where}the port must be a whole number "
+                f"from 1 to 65535, not {cut(str(port))!r}"
+            )
+    host = kwargs.get("host", args[1] if len(args) > 1 else None)
+    if host is not None:
+        try:
+            checkHost(str(host), tls=args[0] == "tls")
+        except ValueError as problem:
+            raise usage.UsageError(f"{where}{problem}") from None
+    if "timeout" in kwargs:
+        try:
+            number(
+                int,
+                "timeout",
+                str(kwargs["timeout"]),
+                maximum=int(MAX_SECONDS),
+                label="timeout=",
+            )
+        except usage.UsageError as problem:
+            raise usage.UsageError(f"{where}{problem}") from None
+
+
+def checkHost(host: str, tls: bool = False) -> None:
+    """
+    Check that ``host`` is an IP address or a host name the resolver can
+    look up: each label at most 63 characters once encoded, the whole at
+    most 253.  A name TLS verifies (``tls``) must also be a valid host name
+    by `hellotcp._options.hostName` (which refuses, say, ``_`` that a
+    local resolver may know).
+
+    :raises ValueError: With a sentence saying what is wrong with ``host``.
+    """
     try:
-        valid = 1 <= int(port) <= 65535
+        ipaddress.ip_address(host)
     except ValueError:
-        valid = False
-    if not valid:
-        raise usage.UsageError(
-            f"--connect {description}: the port must be a whole number "
-            f"from 1 to 65535, not {str(port)[:40]!r}"
+        pass
+    else:
+        return
+    if tls:
+        hostName(host, _SHOWN_AT_MOST)
+    bare = host.removesuffix(".")
+    shown = repr(cut(host, _SHOWN_AT_MOST))
+    if not bare:
+        raise ValueError(f"{shown} is not a host name: it is empty")
+    try:
+        encoded = bare.encode("idna")
+    except UnicodeError:
+        raise ValueError(
+            f"{shown} is not a valid host name: a label is empty or longer "
+            "than 63 characters, or a character cannot be in a host name"
+        ) from None
+    if len(encoded) > 253:
+        raise ValueError(
+            f"{shown} is not a valid host name: longer than 253 characters"
         )
 
 

@@ -16,11 +16,17 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.python import usage
 
 from . import metrics
-from ._options import OneLineErrorOptions, asUsageError, number, oneLineHelp
-from ._twistedcompat import logsDebug, logsInfo, parentLogging
+from ._options import OneLineErrorOptions, asUsageError, cut, number, oneLineHelp
+from ._twistedcompat import logsDebug, logsInfo, parentLogging, parseEndpoint
 from ._wiring import ServerPlan, buildService
 from .protocol import DEFAULT_GREETING, ServerSettings
-from .service import DEFAULT_BACKLOG, HelloService, endpointType, noteHangUps
+from .service import (
+    DEFAULT_BACKLOG,
+    HelloService,
+    endpointType,
+    noteHangUps,
+    splitProxy,
+)
 from .tls import CertificateFiles, ReloadableServerTLS, ServerTLSFiles, TLSFileError
 from .workers import (
     INTERMEDIATES_VARIABLE,
@@ -290,6 +296,7 @@ def _checkEndpoint(reactor: object, option: str, description: str) -> None:
     :raises twisted.python.usage.UsageError: If ``description`` is not a
         server endpoint that can be made here, in one line.
     """
+    _checkTCPNumbers(option, description)
     try:
         serverFromString(reactor, description)
     except Exception as error:
@@ -300,6 +307,43 @@ def _checkEndpoint(reactor: object, option: str, description: str) -> None:
         raise usage.UsageError(
             f"--{option} {description}: {reason}".rstrip(": ")
         ) from None
+
+
+def _checkTCPNumbers(option: str, description: str) -> None:
+    """
+    Check the port (0 to 65535) and ``backlog=`` (1 to `MAX_BACKLOG`) of a
+    ``tcp:`` or ``tcp6:`` server endpoint (also under ``haproxy:``), which
+    Twisted would only refuse when listening (a port out of range) or not
+    at all (a negative backlog; a huge one overflowed).
+
+    :raises twisted.python.usage.UsageError: Naming the option, the
+        endpoint (cut if long) and the problem.
+    """
+    try:
+        args, kwargs = parseEndpoint(splitProxy(description)[1])
+    except Exception:
+        return  # serverFromString says what is wrong with it
+    if not args or args[0] not in ("tcp", "tcp6"):
+        return
+    where = f"--{option} {cut(description, 80)}"
+    values = [
+        ("port", kwargs.get("port", args[1] if len(args) > 1 else None), True, 65535),
+        ("backlog", kwargs.get("backlog"), False, MAX_BACKLOG),
+    ]
+    for name, value, zeroAllowed, maximum in values:
+        if value is None:
+            continue
+        try:
+            number(
+                int,
+                name,
+                str(value),
+                zeroAllowed=zeroAllowed,
+                maximum=maximum,
+                label=f"{name}=" if name == "backlog" else "the port",
+            )
+        except usage.UsageError as problem:
+            raise usage.UsageError(f"{where}: {problem}") from None
 
 
 def _noInheritedSocket(error: IndexError | KeyError) -> str:

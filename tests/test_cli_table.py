@@ -298,6 +298,100 @@ class NumberTableTests(TableTestCase):
                 "connect",
             )
 
+    def test_clientEndpointTimeout(self) -> None:
+        """
+        The ``timeout=`` of a ``tcp:`` endpoint: 400 digits overflowed in
+        the reactor, an unhandled error in a Deferred and exit status 1.
+        """
+        for name, value in _badValues(True, False).items():
+            description = f"tcp:127.0.0.1:1:timeout={value}"
+            self.check(
+                f"--connect tcp:...:timeout= {name}",
+                runClient(["--connect", description]),
+                "hellotcp-client",
+                "connect",
+                mentions=["timeout="],
+            )
+        self.check(
+            "--connect tcp:...:timeout=86401",
+            runClient(["--connect", "tcp:127.0.0.1:1:timeout=86401"]),
+            "hellotcp-client",
+            "connect",
+            mentions=["at most 86400"],
+        )
+        self.accepted(
+            "--connect tcp:...:timeout=86400",
+            runClient(["--connect", "tcp:127.0.0.1:1:timeout=86400"]),
+        )
+
+    def test_twistEndpointNumbers(self) -> None:
+        """
+        The port (0 to 65535) and ``backlog=`` (1 to `tap.MAX_BACKLOG`) of
+        every ``tcp:`` and ``tcp6:`` listener, under ``haproxy:`` too: a
+        port out of range failed to listen (status 1), 400 digits of
+        backlog overflowed, and a negative backlog was taken.
+        """
+        ports = {**_badValues(True, True), "65536": "65536", "99999": "99999"}
+        backlogs = {**_badValues(True, False), "-5": "-5", "65536": "65536"}
+        for option in ("listen", "metrics"):
+            for prefix in ("", "haproxy:"):
+                if option == "metrics" and prefix:
+                    continue
+                for kind in ("tcp", "tcp6"):
+                    for name, value in ports.items():
+                        for description in (
+                            f"{prefix}{kind}:{value}",
+                            f"{prefix}{kind}:port={value}",
+                        ):
+                            self.check(
+                                f"--{option} {description[:40]} ({name})",
+                                runTwist([f"--{option}", description]),
+                                "hellotcp",
+                                option,
+                                mentions=["the port must be"],
+                            )
+                    for name, value in backlogs.items():
+                        description = f"{prefix}{kind}:5000:backlog={value}"
+                        self.check(
+                            f"--{option} {description[:40]} ({name})",
+                            runTwist([f"--{option}", description]),
+                            "hellotcp",
+                            option,
+                            mentions=["backlog= must be"],
+                        )
+                    for good in ("0", "65535:backlog=1", "5000:backlog=65535"):
+                        description = f"{prefix}{kind}:{good}"
+                        self.accepted(
+                            f"--listen {description}",
+                            runTwist(["--listen", description]),
+                        )
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        pki = chainPKI(folder)
+        files = ["--certificate", pki["chain"], "--private-key", pki["key"]]
+        for description, says in [
+            ("tcp:99999", "the port must be"),
+            ("haproxy:tcp6:port=-1", "the port must be"),
+            (f"tcp:5001:backlog={HUGE}", "backlog= must be"),
+            ("haproxy:tcp:5001:backlog=-5", "backlog= must be"),
+        ]:
+            self.check(
+                f"--tls-listen {description[:40]}",
+                runTwist(["--tls-listen", description, *files]),
+                "hellotcp",
+                "tls-listen",
+                mentions=[says],
+            )
+        self.accepted(
+            "--tls-listen tcp:5001:backlog=5",
+            runTwist(["--tls-listen", "tcp:5001:backlog=5", *files]),
+        )
+        # A 400-digit mistake is named cut, on one short line.
+        code, err = runTwist(["--listen", f"tcp:5000:backlog={HUGE}"])
+        self.assertEqual(code, 2)
+        self.assertLess(len(err), 300, err)
+        self.assertIn("'" + "9" * 40 + "...'", err)
+
 
 class TextTableTests(TableTestCase):
     """
@@ -344,6 +438,60 @@ class TextTableTests(TableTestCase):
             code, err = runCerts([self.mktemp(), "--hostname", name])
             if (code, err) != (0, ""):
                 self.failed.append(f"--hostname {name!r} refused: {err!r}")
+
+    def test_clientHostNames(self) -> None:
+        """
+        ``hellotcp-client --server-name``, the ``--connect`` host it
+        defaults to, and the host of ``tcp:`` and ``tls:`` endpoints: a
+        label of 70 characters or a name of 300 was a traceback (an
+        ``idna`` error, or an unhandled error in a Deferred and a wait for
+        the whole timeout).
+        """
+        label = "a" * 70 + ".example"
+        bad = {"long label": label, "300 characters": "a" * 300, "dots": "x..y"}
+        for name, host in bad.items():
+            self.check(
+                f"--server-name {name}",
+                runClient(["--tls", "--server-name", host]),
+                "hellotcp-client",
+                "server-name",
+                mentions=["is not a valid host name"],
+            )
+            for description in (f"tcp:{host}:5", f"tcp:host={host}:port=5"):
+                for tls in ([], ["--tls"]):
+                    self.check(
+                        f"{' '.join(tls)} --connect {description[:40]}",
+                        runClient([*tls, "--connect", description]),
+                        "hellotcp-client",
+                        "connect",
+                        mentions=["is not a valid host name"],
+                    )
+            self.check(
+                f"--connect tls:{host[:40]}:5",
+                runClient(["--connect", f"tls:{host}:5"]),
+                "hellotcp-client",
+                "connect",
+                mentions=["is not a valid host name"],
+            )
+        for argv in (
+            ["--tls", "--server-name", "has space"],
+            ["--tls", "--server-name", "*.example"],
+            ["--tls", "--connect", "tcp:my_host:5"],
+        ):
+            self.check(
+                " ".join(argv),
+                runClient(argv),
+                "hellotcp-client",
+                argv[1].removeprefix("--"),
+                mentions=["not a valid host name"],
+            )
+        for argv in (
+            ["--tls", "--server-name", "a" * 63 + ".example"],
+            ["--tls", "--server-name", "bücher.example"],
+            ["--tls", "--connect", "tcp:bücher.example:5"],
+            ["--connect", "tcp:my_host:5"],
+        ):
+            self.accepted(" ".join(argv), runClient(argv))
 
 
 class FileTableTests(TableTestCase):
@@ -647,6 +795,44 @@ class SubprocessTableTests(CommandTestCase):
             [hellotcpClient, "--tls", "--ca", "/dev/zero"],
             2,
             "--ca /dev/zero: is not a regular file",
+        )
+
+    async def test_clientHosts(self) -> None:
+        """
+        ``hellotcp-client`` with a TLS name, a host and an endpoint
+        ``timeout=`` that Twisted failed on with a traceback (an ``idna``
+        error, or an unhandled error in a Deferred after waiting for the
+        whole timeout): one line, status 2, at once.
+        """
+        hellotcpClient = command("hellotcp-client")
+        label = "a" * 70 + ".example"
+        for argv in (
+            ["--tls", "--server-name", label, "--connect", "tcp:localhost:1"],
+            ["--tls", "--server-name", "a" * 300, "--connect", "tcp:localhost:1"],
+            ["--connect", f"tcp:{label}:1"],
+            ["--connect", f"tcp:{'a' * 300}:1"],
+            ["--connect", f"tcp:127.0.0.1:1:timeout={HUGE}"],
+        ):
+            code, out, err = await self.runCommand([hellotcpClient, *argv])
+            self.assertEqual(code, 2, err)
+            self.assertEqual(len(err.splitlines()), 1, err)
+            self.assertNotIn("Traceback", err + out)
+            self.assertNotIn("Unhandled error", err + out)
+
+    async def test_twistEndpoints(self) -> None:
+        """
+        ``twist hellotcp --listen`` with a port out of range (which failed
+        to listen, status 1) and 400 digits of backlog (an overflow).
+        """
+        twist = [command("twist"), "hellotcp"]
+        await self.assertOneLineExit(
+            [*twist, "--listen", "tcp:99999"], 2, "--listen tcp:99999", "port"
+        )
+        await self.assertOneLineExit(
+            [*twist, "--listen", f"tcp:{freePort()}:backlog={HUGE}"],
+            2,
+            "--listen tcp:",
+            "backlog=",
         )
 
     async def test_certs(self) -> None:

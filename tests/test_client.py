@@ -13,7 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from hellotcp.client import (
     ClientOptions,
-    checkPort,
+    checkEndpoint,
+    checkHost,
     describeFailure,
     endpointHost,
     failureKind,
@@ -143,8 +144,8 @@ class ClientOptionsTests(SynchronousTestCase):
                 f"--connect {description}: the port must be a whole number "
                 f"from 1 to 65535, not '{port}'",
             )
-        checkPort("tcp:127.0.0.1:65535")
-        checkPort("unix:/tmp/s")
+        checkEndpoint("tcp:127.0.0.1:65535")
+        checkEndpoint("unix:/tmp/s")
 
     def test_messageBytes(self) -> None:
         """
@@ -165,6 +166,101 @@ class ClientOptionsTests(SynchronousTestCase):
         options = ClientOptions()
         options.parseOptions(["--tls", "--connect", "tcp:host=example.test:port=5"])
         self.assertEqual(options["server-name"], "example.test")
+
+    def test_serverNames(self) -> None:
+        """
+        ``--server-name``, or the ``--connect`` host it defaults to, must be
+        a host name as ``hellotcp-certs`` takes them: a label of 70
+        characters or a name of 300 was an ``idna`` traceback.
+        """
+        label = "a" * 70 + ".example"
+        shown = "'" + "a" * 40 + "...'"
+        self.assertRefused(
+            ["--tls", "--server-name", label],
+            f"--server-name: {shown} is not a valid host name: Label too long",
+        )
+        self.assertRefused(
+            ["--tls", "--server-name", "a" * 300],
+            f"--server-name: {shown} is not a valid host name: Domain too long",
+        )
+        self.assertRefused(
+            ["--tls", "--server-name", "."],
+            "--server-name: '.' is not a host name: it is empty",
+        )
+        self.assertRefused(
+            ["--tls", "--connect", "tcp:my_host:5"],
+            "--connect tcp:my_host:5: 'my_host' is not a valid host name: "
+            "Codepoint U+005F at position 3 of 'my_host' not allowed "
+            "(the name --tls verifies; give --server-name)",
+        )
+        # A name the server's certificate may cover is kept as given.
+        for name in ("bücher.example", "a" * 63 + ".example", "::1", "localhost."):
+            options = ClientOptions()
+            options.parseOptions(["--tls", "--server-name", name])
+            self.assertEqual(options["server-name"], name)
+
+    def test_endpointHosts(self) -> None:
+        """
+        A ``tcp:`` or ``tls:`` host that Twisted's resolver cannot encode
+        (it failed unhandled, and the exchange waited for its timeout) is
+        a mistake on the command line, named cut.
+        """
+        label = "a" * 70 + ".example"
+        for kind in ("tcp", "tls"):
+            err = io.StringIO()
+            self.patch(sys, "stderr", err)
+            with self.assertRaises(SystemExit) as raised:
+                ClientOptions().parseOptions(["--connect", f"{kind}:{label}:5"])
+            self.assertEqual(raised.exception.code, 2)
+            line = err.getvalue()
+            self.assertEqual(len(line.splitlines()), 1, line)
+            self.assertIn(f"--connect {kind}:{'a' * 70}.examp...: ", line)
+            self.assertIn("is not a valid host name", line)
+        # Plain TCP leaves a name a local resolver may know to it.
+        options = ClientOptions()
+        options.parseOptions(["--connect", "tcp:my_host:5"])
+        self.assertEqual(options["connect"], "tcp:my_host:5")
+
+    def test_endpointTimeout(self) -> None:
+        """
+        The ``timeout=`` of a ``tcp:`` endpoint is a whole number of seconds
+        from 1 to a day: 400 digits overflowed in the reactor.
+        """
+        for value, expected in [
+            ("9" * 400, "at most 86400, not '" + "9" * 40 + "...'"),
+            ("0", "greater than 0, not '0'"),
+            ("-1", "greater than 0, not '-1'"),
+            ("86401", "at most 86400, not '86401'"),
+        ]:
+            description = f"tcp:127.0.0.1:1:timeout={value}"
+            err = io.StringIO()
+            self.patch(sys, "stderr", err)
+            with self.assertRaises(SystemExit):
+                ClientOptions().parseOptions(["--connect", description])
+            self.assertIn("timeout= must be a whole number", err.getvalue())
+            self.assertIn(expected, err.getvalue())
+        checkEndpoint("tcp:127.0.0.1:1:timeout=86400")
+
+
+class CheckHostTests(SynchronousTestCase):
+    """
+    `checkHost` takes what a resolver can look up, and, for TLS, what a
+    certificate can name.
+    """
+
+    def test_hosts(self) -> None:
+        """
+        Addresses and names within the DNS limits are taken; longer ones,
+        empty ones and (for TLS) characters no host name has are refused.
+        """
+        for host in ("127.0.0.1", "::1", "localhost", "bücher.example", "a" * 63):
+            checkHost(host)
+            checkHost(host, tls=True)
+        checkHost("my_host")
+        for host in ("a" * 64, "a" * 300, ".", "", "x..y", ("a" * 60 + ".") * 5):
+            self.assertRaises(ValueError, checkHost, host)
+            self.assertRaises(ValueError, checkHost, host, tls=True)
+        self.assertRaises(ValueError, checkHost, "my_host", tls=True)
 
 
 class CutShortTests(SynchronousTestCase):

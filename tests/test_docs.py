@@ -242,3 +242,27 @@ class ExampleTests(DocTestCase):
         self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
         self.assertIn(b"refused", result.stderr)
         self.assertNotIn(b"Traceback", result.stderr)
+
+    def test_greetOnceBadHost(self) -> None:
+        """
+        A host name Twisted's resolver cannot encode (a label of 70
+        characters) is one line and exit status 1 from the client example,
+        not an unhandled error in a Deferred.
+        """
+        host = "a" * 70 + ".example"
+        result = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(EXAMPLES, "greet_once.py"),
+                f"tcp:{host}:5000",
+            ],
+            cwd=self.folder,
+            env=self.env,
+            capture_output=True,
+            timeout=TIMEOUT,
+        )
+        self.assertEqual((result.returncode, result.stdout), (1, b""))
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        self.assertIn(b"is not a valid host name", result.stderr)
+        self.assertNotIn(b"Unhandled error", result.stderr)
+        self.assertNotIn(b"Traceback", result.stderr)

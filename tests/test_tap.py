@@ -461,8 +461,8 @@ class WorkersOptionTests(OneLineErrors):
             ),
             (
                 ["--metrics", "tcp:notaport"],
-                "--metrics tcp:notaport: invalid literal for int() with base 10: "
-                "'notaport'",
+                "--metrics tcp:notaport: the port must be a whole number 0 or "
+                "more, not 'notaport'",
             ),
         ]:
             self.assertOneLineError(argv, expected)

@@ -15,10 +15,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import react
 
 from hellotcp import greet
+from hellotcp.client import checkEndpoint
 
 
 async def main(reactor: IReactorTime, description: str = "tcp:localhost:5000") -> None:
     try:
+        # Twisted's resolver fails, unhandled, on a host name too long to
+        # encode, and the exchange then waits for its timeout: check first.
+        checkEndpoint(description, option=None)
         endpoint = clientFromString(reactor, description)
         answer = await greet(reactor, endpoint, "Hello, server!", timeout=5)
     except Exception as error:
