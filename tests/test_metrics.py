@@ -298,7 +298,8 @@ class LimitedConnectionsTests(SynchronousTestCase):
         deadline, however active it is.
         """
         clock = Clock()
-        factory = metricsSite(CollectorRegistry())
+        # An idle timeout beyond the deadline: only the deadline is at work.
+        factory = metricsSite(CollectorRegistry(), idleTimeout=2 * METRICS_DEADLINE)
         factory.wrappedFactory.reactor = clock
         protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
         assert protocol is not None
