@@ -1,7 +1,12 @@
 """
-Helpers the test modules share: blocking-socket peers, free ports, and
+Helpers the test modules share: blocking-socket peers, free ports,
 `CommandTestCase`, which runs the installed commands as users run them and
-holds every server it starts to a clean log.
+holds every server it starts to a clean log, in-memory server connections
+(`ServerHarness`), scraping the metrics page, signal storms, and exchanges
+that end every way a client can end them (`exchange`).
+
+Test modules import from here (and from `tests.pki`), never from one
+another.
 """
 
 from __future__ import annotations
@@ -9,23 +14,46 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
+import signal
 import socket
+import ssl
+import struct
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from OpenSSL import SSL
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IReactorProcess,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import Agent, readBody
+from zope.interface import implementer
+
+from hellotcp import protocol as protocolModule
+from hellotcp.certs import Issued
+from hellotcp.metrics import NO_METRICS, ServerMetrics
+from hellotcp.protocol import HelloServerFactory, HelloServerProtocol, ServerSettings
 
 _T = TypeVar("_T")
 
@@ -308,3 +336,356 @@ class CommandTestCase(TestCase):
         self.assertIn(expected, stderr)
         self.assertNotIn("Traceback", stderr)
         self.assertNotIn("Usage", stderr)
+
+
+# In-memory server connections.
+
+PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+"""The client address of in-memory connections."""
+
+
+def captureLogs(testCase: SynchronousTestCase) -> EventLoggingObserver:
+    """
+    Collect what `hellotcp.protocol` logs during ``testCase``.
+
+    The events are taken before they reach the global publisher, because
+    trial's legacy log observer rewrites the ``message`` field of every event
+    it sees (legacy observers reserve that key).
+    """
+    events = EventLoggingObserver()
+    testCase.patch(
+        protocolModule, "_log", Logger(namespace="hellotcp.protocol", observer=events)
+    )
+    return events
+
+
+class HalfCloseableTransport(StringTransport):
+    """
+    A `StringTransport` that can close its writing side, as TCP can.
+
+    :ivar writeClosed: Whether `loseWriteConnection` was called.
+    """
+
+    writeClosed = False
+
+    def loseWriteConnection(self) -> None:
+        """
+        Record the half-close.
+        """
+        self.writeClosed = True
+
+
+class ServerHarness:
+    """
+    One server connection on an in-memory transport and clock.
+    """
+
+    def __init__(
+        self,
+        testCase: SynchronousTestCase,
+        settings: ServerSettings = ServerSettings(),
+        transport: StringTransport | None = None,
+        metrics: ServerMetrics = NO_METRICS,
+    ) -> None:
+        self.clock = Clock()
+        self.events = captureLogs(testCase)
+        self.factory = HelloServerFactory(settings, self.clock, metrics=metrics)
+        self.settings = settings
+        self.transport = transport or HalfCloseableTransport(peerAddress=PEER)
+        protocol = self.factory.buildProtocol(PEER)
+        assert protocol is not None
+        self.protocol: HelloServerProtocol = protocol
+        protocol.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        """
+        Deliver ``data`` to the server as if it arrived from the client.
+        """
+        self.protocol.dataReceived(data)
+
+    def close(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        """
+        Tell the server the connection has closed.
+        """
+        self.protocol.connectionLost(reason)
+
+    def exchanges(self) -> list[dict[str, Any]]:
+        """
+        The exchange events the server has logged.
+        """
+        return [dict(event) for event in self.events if "outcome" in event]
+
+
+def oneLine(text: str) -> bool:
+    """
+    Whether ``text`` is one line that reads as it is: no line break of any
+    kind and no invisible or direction-changing character.
+    """
+    return len(text.splitlines()) <= 1 and not [
+        c
+        for c in text
+        if ord(c) < 0x20
+        or 0x7F <= ord(c) < 0xA0
+        or c in "\u061c\u200b\u200c\u200d\u200e\u200f\u2028\u2029\u2060\ufeff"
+        or 0x202A <= ord(c) <= 0x202E
+        or 0x2066 <= ord(c) <= 0x2069
+    ]
+
+
+# The client side in memory.
+
+
+@implementer(IStreamClientEndpoint)
+class InstantEndpoint:
+    """
+    A client endpoint that connects at once to an in-memory transport.
+    """
+
+    def __init__(self) -> None:
+        self.transport = HalfCloseableTransport()
+        self.protocol: IProtocol | None = None
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        """
+        Connect a protocol from ``factory`` to `transport`.
+        """
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+        assert protocol is not None
+        protocol.makeConnection(self.transport)
+        self.protocol = protocol
+        return succeed(protocol)
+
+
+# Metrics pages.
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+"""Prometheus samples by name and sorted labels."""
+
+
+def samples(text: str) -> Samples:
+    """
+    Every sample of a Prometheus text page, by name and sorted labels.
+    """
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def expires(issued: Issued) -> float:
+    """
+    When a certificate expires, as the metric shows it.
+    """
+    return issued.certificate.not_valid_after_utc.timestamp()
+
+
+async def scrape(port: int) -> Samples:
+    """
+    GET ``/metrics`` from 127.0.0.1:``port``, as Prometheus does, and parse it.
+    """
+    agent = Agent(reactor)
+    response = await agent.request(
+        b"GET", f"http://127.0.0.1:{port}/metrics".encode()
+    ).addTimeout(TIMEOUT, reactor)
+    body = await readBody(response)
+    return samples(body.decode())
+
+
+async def scrapeUntil(port: int, condition: Callable[[Samples], bool]) -> Samples:
+    """
+    Scrape until ``condition`` holds of the figures (5 s at most), since a
+    server counts an exchange when the client has closed, a moment after the
+    client has its answer; the last figures are returned either way.
+    """
+    for _ in range(100):
+        figures = await scrape(port)
+        if condition(figures):
+            break
+        await deferLater(reactor, 0.05)
+    return figures
+
+
+# Servers under signals and load.
+
+
+def hangUpStorm(
+    pid: int, before: int = 25, after: int = 300, terminate: bool = True
+) -> int:
+    """
+    SIGHUP ``pid`` ``before`` times, 20 ms apart, then SIGTERM (unless
+    ``terminate`` is false), then SIGHUP again every 2 ms (``after`` times
+    at most) until the process is gone, through its drain and its exit.
+
+    :returns: How many SIGHUPs were sent.
+    """
+    sent = 0
+    for _ in range(before):
+        os.kill(pid, signal.SIGHUP)
+        sent += 1
+        time.sleep(0.02)
+    if not terminate:
+        return sent
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(after):
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            break
+        sent += 1
+        time.sleep(0.002)
+    return sent
+
+
+def exchangesUntilRefused(
+    port: int, limit: int = 2000, stop: threading.Event | None = None
+) -> tuple[int, list[object]]:
+    """
+    Greet the server at ``port`` again and again, one exchange at a time,
+    until it refuses to connect, or ``stop`` is set (``limit`` exchanges at
+    most).
+
+    :returns: How many were greeted, and every exchange that was not: a
+        connection that was accepted and then got anything else than the
+        greeting (a lost answer).
+    """
+    greeted, lost = 0, list[object]()
+    for _ in range(limit):
+        if stop is not None and stop.is_set():
+            break
+        try:
+            sock = connect(port)
+        except ConnectionRefusedError:
+            break
+        with sock:
+            try:
+                sock.sendall(b"Hello, server!\n")
+                answer = readToEnd(sock)
+            except OSError as error:
+                lost.append(error)
+                continue
+        if answer == b"Hello, client!":
+            greeted += 1
+        else:
+            lost.append(answer)
+    return greeted, lost
+
+
+# Exchanges that end every way a client can end them.
+
+GREETING = b"Hello, client!"
+"""What the server answers, on the wire."""
+
+# Endings: after reading, TCP half-close after the message, TLS close alert
+# after the message (with and without a line feed), reset after reading,
+# reset in the middle of the message.
+FULL = "full"
+HALF_CLOSE = "half-close"
+CLOSE_NOTIFY = "close-notify"
+CLOSE_NOTIFY_UNTERMINATED = "close-notify-unterminated"
+RESET = "reset"
+RESET_MID_MESSAGE = "reset-mid-message"
+
+PLAIN_ENDINGS = (FULL, HALF_CLOSE, RESET, RESET_MID_MESSAGE)
+TLS_ENDINGS = (*PLAIN_ENDINGS, CLOSE_NOTIFY, CLOSE_NOTIFY_UNTERMINATED)
+
+
+def proxyHeader(version: int, source: str = "192.0.2.1") -> bytes:
+    """
+    A PROXY header (``version`` 1 or 2, 0 for none) naming ``source``.
+    """
+    if version == 1:
+        return f"PROXY TCP4 {source} 127.0.0.1 4000 5000\r\n".encode()
+    if version == 2:
+        addresses = socket.inet_aton(source) + socket.inet_aton("127.0.0.1")
+        return (
+            b"\r\n\r\n\x00\r\nQUIT\n\x21\x11"
+            + struct.pack("!H", 12)
+            + addresses
+            + struct.pack("!HH", 4000, 5000)
+        )
+    return b""
+
+
+def _reset(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def readAll(read: Callable[[], bytes], sock: socket.socket | None = None) -> bytes:
+    """
+    Read with ``read`` until the peer closes, an error, 4 KiB or `TIMEOUT`
+    seconds; ``sock`` is the socket under a non-blocking pyOpenSSL
+    connection, waited on when it wants to read.
+    """
+    answer = b""
+    deadline = time.monotonic() + TIMEOUT
+    while len(answer) < 4096 and time.monotonic() < deadline:
+        try:
+            chunk = read()
+        except SSL.WantReadError:
+            assert sock is not None
+            select.select([sock], [], [], TIMEOUT)
+            continue
+        except (SSL.ZeroReturnError, ssl.SSLZeroReturnError):
+            break
+        except (OSError, SSL.Error):
+            break
+        if not chunk:
+            break
+        answer += chunk
+    return answer
+
+
+def exchange(
+    port: int, tls: str | None, proxy: int, ending: str, message: bytes
+) -> bytes:
+    """
+    One exchange from a blocking client that ends as ``ending`` says.
+
+    :param tls: The CA file to verify the server with, or `None` for plain.
+    :returns: What the client received.
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    try:
+        sock.sendall(proxyHeader(proxy))
+        unterminated = ending in (RESET_MID_MESSAGE, CLOSE_NOTIFY_UNTERMINATED)
+        data = message if unterminated else message + b"\n"
+        if tls is not None and ending in (CLOSE_NOTIFY, CLOSE_NOTIFY_UNTERMINATED):
+            return _closeNotifyExchange(sock, tls, data)
+        channel: socket.socket = sock
+        if tls is not None:
+            context = ssl.create_default_context(cafile=tls)
+            channel = context.wrap_socket(sock, server_hostname="localhost")
+        channel.sendall(data)
+        if ending == RESET_MID_MESSAGE:
+            _reset(channel)
+            return b""
+        if ending == HALF_CLOSE:
+            # The TCP socket's own shutdown: no TLS close alert.
+            socket.socket.shutdown(channel, socket.SHUT_WR)
+        answer = readAll(lambda: channel.recv(1024))
+        if ending == RESET:
+            _reset(channel)
+        else:
+            channel.close()
+        return answer
+    finally:
+        sock.close()
+
+
+def _closeNotifyExchange(sock: socket.socket, ca: str, data: bytes) -> bytes:
+    # pyOpenSSL sends a close alert without waiting for the server's (the
+    # standard library's unwrap() waits); it needs a blocking socket.
+    sock.settimeout(None)
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    context.load_verify_locations(ca)
+    context.set_verify(SSL.VERIFY_PEER, lambda *args: bool(args[-1]))
+    connection = SSL.Connection(context, sock)
+    connection.set_tlsext_host_name(b"localhost")
+    connection.set_connect_state()
+    connection.do_handshake()
+    connection.sendall(data)
+    connection.shutdown()
+    sock.setblocking(False)
+    return readAll(lambda: connection.recv(1024), sock)

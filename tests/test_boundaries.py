@@ -112,3 +112,78 @@ class BoundaryTests(SynchronousTestCase):
             if private:
                 found[module] = private
         self.assertEqual(found, {})
+
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def testModulesImported(path: str) -> list[str]:
+    """
+    The ``test_*`` modules that the test module at ``path`` imports from,
+    anywhere in it (in a function too), relative imports made absolute.
+    """
+    with open(path, encoding="utf-8") as source:
+        tree = ast.parse(source.read())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = "tests" + (f".{base}" if base else "")
+            names.add(base)
+            # ``from . import test_x`` imports a module by name.
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return sorted(
+        {
+            ".".join(name.split(".")[:2])
+            for name in names
+            if name.startswith("tests.test_")
+        }
+    )
+
+
+class TestModuleBoundaryTests(SynchronousTestCase):
+    """
+    The test modules share helpers through `tests.support` and `tests.pki`,
+    never through one another.
+    """
+
+    def test_noTestModuleImportsAnother(self) -> None:
+        """
+        No ``tests/test_*.py`` module imports from a ``test_*`` module.
+        """
+        found = {}
+        for name in sorted(os.listdir(TESTS)):
+            if name.startswith("test_") and name.endswith(".py"):
+                imported = testModulesImported(os.path.join(TESTS, name))
+                if imported:
+                    found[name] = imported
+        self.assertEqual(found, {})
+
+    def test_everyKindOfImportIsSeen(self) -> None:
+        """
+        The check sees relative, absolute and function-level imports of a
+        test module, and not those of the support modules.
+        """
+        path = self.mktemp() + ".py"
+        with open(path, "w", encoding="utf-8") as source:
+            source.write(
+                "from .support import TIMEOUT\n"
+                "from .pki import pki\n"
+                "from .test_protocol import PEER\n"
+                "import tests.test_greet\n"
+                "def f():\n"
+                "    from tests.test_tls import chainPKI\n"
+                "    from . import test_closes\n"
+            )
+        self.assertEqual(
+            testModulesImported(path),
+            [
+                "tests.test_closes",
+                "tests.test_greet",
+                "tests.test_protocol",
+                "tests.test_tls",
+            ],
+        )

@@ -30,8 +30,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from hellotcp import certs, client, tap
 from hellotcp._options import MAX_COUNT, MAX_SECONDS
 
+from .pki import chainPKI
 from .support import CommandTestCase, command, freePort
-from .test_tls import chainPKI
 
 HUGE = "9" * 400
 """A number no option takes: 400 digits."""

@@ -13,12 +13,8 @@ so), and the server's log holds no traceback (`CommandTestCase` checks).
 from __future__ import annotations
 
 import os
-import select
 import socket
-import ssl
 import struct
-import time
-from collections.abc import Callable
 from typing import Any
 
 from OpenSSL import SSL
@@ -29,121 +25,23 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from .pki import PKI
-from .support import TIMEOUT, CommandTestCase, command, freePort, inThread
-
-GREETING = b"Hello, client!"
-
-# Endings: after reading, TCP half-close after the message, TLS close alert
-# after the message (with and without a line feed), reset after reading,
-# reset in the middle of the message.
-FULL = "full"
-HALF_CLOSE = "half-close"
-CLOSE_NOTIFY = "close-notify"
-CLOSE_NOTIFY_UNTERMINATED = "close-notify-unterminated"
-RESET = "reset"
-RESET_MID_MESSAGE = "reset-mid-message"
-
-PLAIN_ENDINGS = (FULL, HALF_CLOSE, RESET, RESET_MID_MESSAGE)
-TLS_ENDINGS = (*PLAIN_ENDINGS, CLOSE_NOTIFY, CLOSE_NOTIFY_UNTERMINATED)
+from .support import (
+    GREETING,
+    PLAIN_ENDINGS,
+    RESET_MID_MESSAGE,
+    TIMEOUT,
+    TLS_ENDINGS,
+    CommandTestCase,
+    command,
+    exchange,
+    freePort,
+    inThread,
+    proxyHeader,
+    readAll,
+)
 
 # How many connections each case makes.
 REPEAT = 2
-
-
-def proxyHeader(version: int, source: str = "192.0.2.1") -> bytes:
-    """
-    A PROXY header (``version`` 1 or 2, 0 for none) naming ``source``.
-    """
-    if version == 1:
-        return f"PROXY TCP4 {source} 127.0.0.1 4000 5000\r\n".encode()
-    if version == 2:
-        addresses = socket.inet_aton(source) + socket.inet_aton("127.0.0.1")
-        return (
-            b"\r\n\r\n\x00\r\nQUIT\n\x21\x11"
-            + struct.pack("!H", 12)
-            + addresses
-            + struct.pack("!HH", 4000, 5000)
-        )
-    return b""
-
-
-def _reset(sock: socket.socket) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-def _readAll(read: Callable[[], bytes], sock: socket.socket | None = None) -> bytes:
-    answer = b""
-    deadline = time.monotonic() + TIMEOUT
-    while len(answer) < 4096 and time.monotonic() < deadline:
-        try:
-            chunk = read()
-        except SSL.WantReadError:
-            assert sock is not None
-            select.select([sock], [], [], TIMEOUT)
-            continue
-        except (SSL.ZeroReturnError, ssl.SSLZeroReturnError):
-            break
-        except (OSError, SSL.Error):
-            break
-        if not chunk:
-            break
-        answer += chunk
-    return answer
-
-
-def exchange(
-    port: int, tls: str | None, proxy: int, ending: str, message: bytes
-) -> bytes:
-    """
-    One exchange from a blocking client that ends as ``ending`` says.
-
-    :param tls: The CA file to verify the server with, or `None` for plain.
-    :returns: What the client received.
-    """
-    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-    try:
-        sock.sendall(proxyHeader(proxy))
-        unterminated = ending in (RESET_MID_MESSAGE, CLOSE_NOTIFY_UNTERMINATED)
-        data = message if unterminated else message + b"\n"
-        if tls is not None and ending in (CLOSE_NOTIFY, CLOSE_NOTIFY_UNTERMINATED):
-            return _closeNotifyExchange(sock, tls, data)
-        channel: socket.socket = sock
-        if tls is not None:
-            context = ssl.create_default_context(cafile=tls)
-            channel = context.wrap_socket(sock, server_hostname="localhost")
-        channel.sendall(data)
-        if ending == RESET_MID_MESSAGE:
-            _reset(channel)
-            return b""
-        if ending == HALF_CLOSE:
-            # The TCP socket's own shutdown: no TLS close alert.
-            socket.socket.shutdown(channel, socket.SHUT_WR)
-        answer = _readAll(lambda: channel.recv(1024))
-        if ending == RESET:
-            _reset(channel)
-        else:
-            channel.close()
-        return answer
-    finally:
-        sock.close()
-
-
-def _closeNotifyExchange(sock: socket.socket, ca: str, data: bytes) -> bytes:
-    # pyOpenSSL sends a close alert without waiting for the server's (the
-    # standard library's unwrap() waits); it needs a blocking socket.
-    sock.settimeout(None)
-    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
-    context.load_verify_locations(ca)
-    context.set_verify(SSL.VERIFY_PEER, lambda *args: bool(args[-1]))
-    connection = SSL.Connection(context, sock)
-    connection.set_tlsext_host_name(b"localhost")
-    connection.set_connect_state()
-    connection.do_handshake()
-    connection.sendall(data)
-    connection.shutdown()
-    sock.setblocking(False)
-    return _readAll(lambda: connection.recv(1024), sock)
 
 
 class ClosesTests(CommandTestCase):
@@ -309,7 +207,7 @@ class HostileFieldsTests(CommandTestCase):
         def send(data: bytes) -> bytes:
             with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
                 s.sendall(data)
-                return _readAll(lambda: s.recv(1024))
+                return readAll(lambda: s.recv(1024))
 
         answers = [await inThread(send, data) for data in attempts]
         self.assertEqual(answers, [GREETING, b"", b"", GREETING])
@@ -391,7 +289,7 @@ class InMemoryTLSEndingsTests(SynchronousTestCase):
             TLSServerFactory,
         )
 
-        from .test_protocol import HalfCloseableTransport, captureLogs
+        from .support import HalfCloseableTransport, captureLogs
 
         self.events = captureLogs(self)
         folder = self.mktemp()

@@ -5,19 +5,15 @@ in-memory transports and clocks.
 
 from __future__ import annotations
 
-from twisted.internet.address import IPv4Address
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
+from twisted.internet.defer import CancelledError, TimeoutError
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
-    IProtocol,
-    IProtocolFactory,
     ISSLTransport,
-    IStreamClientEndpoint,
 )
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import alsoProvides, implementer
+from zope.interface import alsoProvides
 
 from hellotcp.greet import (
     AnswerCutShortError,
@@ -27,7 +23,7 @@ from hellotcp.greet import (
     greet,
 )
 
-from .test_protocol import HalfCloseableTransport
+from .support import HalfCloseableTransport, InstantEndpoint
 
 
 class ClientProtocolTests(SynchronousTestCase):
@@ -135,27 +131,6 @@ class ClientProtocolTests(SynchronousTestCase):
         client.response.cancel()
         self.assertTrue(transport.disconnected)
         self.failureResultOf(client.response, CancelledError)
-
-
-@implementer(IStreamClientEndpoint)
-class InstantEndpoint:
-    """
-    A client endpoint that connects at once to an in-memory transport.
-    """
-
-    def __init__(self) -> None:
-        self.transport = HalfCloseableTransport()
-        self.protocol: IProtocol | None = None
-
-    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
-        """
-        Connect a protocol from ``factory`` to `transport`.
-        """
-        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
-        assert protocol is not None
-        protocol.makeConnection(self.transport)
-        self.protocol = protocol
-        return succeed(protocol)
 
 
 class GreetTests(SynchronousTestCase):

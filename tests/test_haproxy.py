@@ -23,14 +23,19 @@ from hellotcp import greet
 from hellotcp.tls import clientTLS
 
 from .pki import PKI
-from .support import TIMEOUT, CommandTestCase, Process, command, freePort, inThread
-from .test_closes import (
+from .support import (
     CLOSE_NOTIFY,
     FULL,
     GREETING,
     HALF_CLOSE,
     RESET,
+    TIMEOUT,
+    CommandTestCase,
+    Process,
+    command,
     exchange,
+    freePort,
+    inThread,
 )
 
 CONFIG = os.path.join(

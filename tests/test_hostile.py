@@ -5,6 +5,12 @@ faults, with a well-behaved client that must keep being greeted throughout.
 Every test is bounded in count and time, asserts figures, and records them
 (one JSON line per test in ``reliability-figures.jsonl`` in trial's working
 folder; ``.ci/run`` prints them, and docs/reliability.md reports a run).
+
+These tests run in the default suite, on machines as busy as a two-core CI
+runner: what they assert of behaviour (every answer, nothing left open,
+bounded memory) is exact, and what they assert of time has margins wide
+enough that noise cannot fail it, while still far from what a broken
+defence would take (seconds of waiting for an attacker's timeout).
 """
 
 from __future__ import annotations
@@ -32,12 +38,40 @@ from twisted.python.failure import Failure
 from hellotcp import greet
 from hellotcp.tls import clientTLS
 
-from .pki import PKI
+from .pki import PKI, tlsListen
 from .support import TIMEOUT, CommandTestCase, Process, command, freePort, inThread
-from .test_tls_interop import tlsListen
 
 GREETING = b"Hello, client!"
 FIGURES = "reliability-figures.jsonl"
+
+LATENCY_MARGIN = 4
+"""
+A latency target holds of the median probe; the slowest may take this many
+times as long (a scheduling pause on a busy machine), which is still well
+below the seconds a probe would wait behind a failed defence.
+"""
+
+CLOSE_SLACK = 2.5
+"""
+Seconds allowed beyond the server's own timers for an attacker's connection
+to be seen closed; still below the next timer (the 10 s timeout) and far
+below the 30 s deadline.
+"""
+
+SOAK_EXCHANGES = 100_000
+"""The exchanges of the soak, when its time budget allows."""
+
+SOAK_PHASE_SECONDS = 60.0
+"""
+The most each of the soak's three phases may last: on a slow machine it
+makes fewer exchanges instead of running past the test's timeout.
+"""
+
+SOAK_MEASURED_AT_LEAST = 20_000
+"""
+The fewest exchanges the soak's second half must make for its memory bound
+(2 MiB: about 100 bytes an exchange) to mean anything.
+"""
 
 
 def report(test: str, **figures: Any) -> None:
@@ -254,10 +288,13 @@ class HostileTestCase(CommandTestCase):
 
     def assertProbesServed(self, latencies: list[float], within: float) -> None:
         """
-        Every probe was greeted, each within ``within`` seconds.
+        Every probe was greeted (`probe` checks each answer), typically
+        within ``within`` seconds: the median within it, the slowest within
+        `LATENCY_MARGIN` times it.
         """
         self.assertGreater(len(latencies), 5)
-        self.assertLess(max(latencies), within)
+        self.assertLess(statistics.median(latencies), within)
+        self.assertLess(max(latencies), within * LATENCY_MARGIN)
 
 
 def summary(latencies: list[float]) -> dict[str, float | int]:
@@ -280,7 +317,7 @@ class SlowlorisTests(HostileTestCase):
         """
         The message gap ends each trickled message after the first byte, the
         linger cuts the trickle off, and the deadline bounds everything; a
-        well-behaved client is greeted within 0.5 s throughout.
+        well-behaved client is greeted throughout, typically within 0.5 s.
         """
         port, pid = await self.startTwist()
         attackers = await self.attack(port, 500, lambda p: p.trickle(b"A", 1.0))
@@ -294,7 +331,7 @@ class SlowlorisTests(HostileTestCase):
         self.assertEqual(len(ended), 500)
         self.assertTrue(all(p.received == GREETING for p in attackers))
         lasted = [p.lasted for p in ended]
-        self.assertLess(max(lasted), 4)
+        self.assertLess(max(lasted), 2 + CLOSE_SLACK)  # linger + slack
         report(
             "slowloris",
             attackers=500,
@@ -316,8 +353,8 @@ class IdleFloodTests(HostileTestCase):
         Idle floods beyond the per-peer and the total limit are refused at
         once; while the attacker keeps the server full of silent connections,
         each well-behaved client, from another address or from the
-        attacker's own, is greeted within 1 s, by evicting the connection
-        silent the longest.
+        attacker's own, is greeted, typically within 1 s, by evicting the
+        connection silent the longest.
         """
         port, pid = await self.startTwist(
             "--max-connections", "500", "--max-connections-per-peer", "400"
@@ -379,8 +416,9 @@ class GarbageTests(HostileTestCase):
     async def test_plainPortGarbage(self) -> None:
         """
         Random bytes of random lengths, and TLS ClientHellos, sent to a plain
-        port: each is answered or closed in bounded time, and the server
-        keeps serving.
+        port: each is answered (cut at the maximum, or ended by a line feed
+        or a pause) and closed in bounded time, and the server keeps
+        serving.
         """
         port, pid = await self.startTwist("--timeout", "2")
         rng = random.Random(4)
@@ -399,8 +437,9 @@ class GarbageTests(HostileTestCase):
         )
         self.assertProbesServed(latencies, 0.5)
         lasted = [seconds for _, seconds in results]
-        self.assertLess(max(lasted), 2 + 2 + 1)  # timeout + linger + slack
+        self.assertLess(max(lasted), 2 + 2 + CLOSE_SLACK)  # timeout + linger
         answered = sum(received == GREETING for received, _ in results)
+        self.assertEqual(answered, len(attackers))
         report(
             "garbage-plain",
             attackers=len(attackers),
@@ -433,7 +472,7 @@ class GarbageTests(HostileTestCase):
         )
         self.assertProbesServed(latencies, 0.5)
         lasted = [seconds for _, seconds in results]
-        self.assertLess(max(lasted), 2 + 1)  # timeout + slack
+        self.assertLess(max(lasted), 2 + CLOSE_SLACK)  # timeout + slack
         self.assertFalse([r for r, _ in results if GREETING in r])
         with open(self.log) as log:
             self.assertIn("tls-failed", log.read())
@@ -575,16 +614,19 @@ class ShutdownTests(HostileTestCase):
 
 class SoakTests(HostileTestCase):
     """
-    7. Soak: 100,000 exchanges, sequential and concurrent.
+    7. Soak: 100,000 exchanges, sequential and concurrent, each of its three
+    phases bounded in time (`SOAK_PHASE_SECONDS`).
     """
 
     timeout = 300
 
     async def test_soak(self) -> None:
         """
-        After 100,000 exchanges the server's descriptors are back to their
-        starting count, and its memory grew by less than 2 MiB over the
-        second half of the run (after the first 50,000 had warmed it up).
+        After 100,000 exchanges (fewer where a phase ran out of time) none
+        failed, the server's descriptors are back to their starting count,
+        and its memory grew by less than 2 MiB over the second half of the
+        run (after the first half had warmed it up), which made at least
+        `SOAK_MEASURED_AT_LEAST` exchanges.
         """
         port, pid = await self.startTwist()
         endpoint = self.endpoint(port)
@@ -595,24 +637,35 @@ class SoakTests(HostileTestCase):
         cpuBefore = cpuSeconds(pid)
         started = time.monotonic()
         failures = 0
+        exchanges = 0
 
-        async def worker(count: int) -> None:
-            nonlocal failures
+        async def worker(count: int, until: float) -> None:
+            nonlocal failures, exchanges
             for _ in range(count):
+                if time.monotonic() > until:
+                    return
                 try:
                     answer = await greet(reactor, endpoint, timeout=TIMEOUT)
                 except Exception:
                     failures += 1
                 else:
                     failures += answer != GREETING
+                exchanges += 1
+
+        def phase(workers: int, each: int) -> Deferred[list[None]]:
+            until = time.monotonic() + SOAK_PHASE_SECONDS
+            return gatherResults(
+                [Deferred.fromCoroutine(worker(each, until)) for _ in range(workers)]
+            )
 
         memory = []
         # 10,000 one at a time, then 40,000 with 100 in flight; measure;
         # then 50,000 more with 100 in flight; measure again.
-        await Deferred.fromCoroutine(worker(10_000))
-        await gatherResults([Deferred.fromCoroutine(worker(400)) for _ in range(100)])
+        await phase(1, SOAK_EXCHANGES // 10)
+        await phase(100, SOAK_EXCHANGES * 4 // 1000)
         memory.append(residentKiB(pid))
-        await gatherResults([Deferred.fromCoroutine(worker(500)) for _ in range(100)])
+        firstHalf = exchanges
+        await phase(100, SOAK_EXCHANGES * 5 // 1000)
         memory.append(residentKiB(pid))
         elapsed = time.monotonic() - started
         for _ in range(int(TIMEOUT / 0.05)):
@@ -622,15 +675,16 @@ class SoakTests(HostileTestCase):
         descriptorsAfter = openDescriptors(pid)
         self.assertEqual(failures, 0)
         self.assertEqual(descriptorsAfter, descriptorsBefore)
+        self.assertGreaterEqual(exchanges - firstHalf, SOAK_MEASURED_AT_LEAST)
         self.assertLess(memory[1] - memory[0], 2048)
         report(
             "soak",
-            exchanges=100_000,
+            exchanges=exchanges,
             failures=failures,
             seconds=round(elapsed, 1),
-            exchanges_per_second=round(100_000 / elapsed),
+            exchanges_per_second=round(exchanges / elapsed),
             server_cpu_us_per_exchange=round(
-                (cpuSeconds(pid) - cpuBefore) / 100_000 * 1e6, 1
+                (cpuSeconds(pid) - cpuBefore) / exchanges * 1e6, 1
             ),
             descriptors_before=descriptorsBefore,
             descriptors_after=descriptorsAfter,
@@ -690,7 +744,9 @@ class DescriptorExhaustionTests(HostileTestCase):
         latencies = await self.probe(port, 1)
         self.assertEqual(held, 63)
         self.assertLess(descriptors, 128)
-        self.assertLess(cpuWhileFull, 0.5)
+        # A server spinning on EMFILE would use the whole 2 s of a core; an
+        # idle one, none of it: half of it is a margin noise cannot reach.
+        self.assertLess(cpuWhileFull, 1.0)
         self.assertProbesServed(latencies, 0.5)
         await self.stop()
         with open(self.log) as log:

@@ -201,7 +201,8 @@ class LoopbackServerTests(TestCase):
     async def test_resetMidMessage(self) -> None:
         """
         A client that resets the connection mid-message costs the server
-        nothing: the next client is served.
+        nothing: its connection leaves the table, and the next client is
+        served.
         """
         port = self.startServer()
 
@@ -214,7 +215,9 @@ class LoopbackServerTests(TestCase):
             sock.close()
 
         await inThread(client)
+        await self.waitFor(lambda: len(self.factory.connections) == 0)
         self.assertEqual((await inThread(classicClient, port))[0], b"Hello, client!")
+        await self.waitFor(lambda: len(self.factory.connections) == 0)
 
     async def test_maxConnections(self) -> None:
         """

@@ -11,11 +11,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 
 from OpenSSL import SSL
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost
@@ -23,9 +21,8 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.client import Agent, readBody
 
-from hellotcp.certs import Issued, issue, writeIssued
+from hellotcp.certs import issue, writeIssued
 from hellotcp.metrics import (
     FOLDER_PREFIX,
     PrometheusMetrics,
@@ -39,64 +36,22 @@ from hellotcp.metricspage import metricsSite
 from hellotcp.protocol import HelloServerFactory, ServerSettings
 from hellotcp.tls import describeTLSError
 
+from .pki import pki, tlsListen
 from .support import (
+    PEER,
     TIMEOUT,
     CommandTestCase,
+    HalfCloseableTransport,
     Process,
+    ServerHarness,
     classicClient,
     command,
+    exchangesUntilRefused,
+    expires,
     freePort,
     inThread,
+    scrapeUntil,
 )
-from .test_protocol import PEER, HalfCloseableTransport, ServerHarness
-from .test_service import exchangesUntilRefused
-from .test_tls_interop import pki, tlsListen
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def samples(text: str) -> Samples:
-    """
-    Every sample of a Prometheus text page, by name and sorted labels.
-    """
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def expires(issued: Issued) -> float:
-    """
-    When a certificate expires, as the metric shows it.
-    """
-    return issued.certificate.not_valid_after_utc.timestamp()
-
-
-async def scrape(port: int) -> Samples:
-    """
-    GET ``/metrics`` from 127.0.0.1:``port``, as Prometheus does, and parse it.
-    """
-    agent = Agent(reactor)
-    response = await agent.request(
-        b"GET", f"http://127.0.0.1:{port}/metrics".encode()
-    ).addTimeout(TIMEOUT, reactor)
-    body = await readBody(response)
-    return samples(body.decode())
-
-
-async def scrapeUntil(port: int, condition: Callable[[Samples], bool]) -> Samples:
-    """
-    Scrape until ``condition`` holds of the figures (5 s at most), since a
-    server counts an exchange when the client has closed, a moment after the
-    client has its answer; the last figures are returned either way.
-    """
-    for _ in range(100):
-        figures = await scrape(port)
-        if condition(figures):
-            break
-        await deferLater(reactor, 0.05)
-    return figures
 
 
 class CountingTests(SynchronousTestCase):

@@ -21,8 +21,7 @@ from hellotcp.probe import (
     probe,
 )
 
-from .test_greet import InstantEndpoint
-from .test_protocol import HalfCloseableTransport
+from .support import HalfCloseableTransport, InstantEndpoint
 
 
 def describe(failure: Failure) -> tuple[str, str]:

@@ -18,9 +18,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
-from .pki import PKI
+from .pki import PKI, tlsListen, verifiedClient
 from .support import TIMEOUT, CommandTestCase, command, freePort, inThread
-from .test_tls_interop import tlsListen, verifiedClient
 
 
 def resetAfter(answer: bytes) -> Callable[[socket.socket], None]:

@@ -19,8 +19,8 @@ from twisted.internet.interfaces import (
     ISSLTransport,
 )
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver, StringTransport
-from twisted.logger import Logger, LogLevel, formatEvent
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides
@@ -29,7 +29,7 @@ from zope.interface.verify import verifyObject
 from hellotcp import protocol as protocolModule
 from hellotcp._escape import escape, escapeText
 from hellotcp._wire import DEFAULT_GREETING, formatAddress
-from hellotcp.metrics import NO_METRICS, PrometheusMetrics, ServerMetrics
+from hellotcp.metrics import PrometheusMetrics
 from hellotcp.protocol import (
     HEALTH_CHECK_MESSAGE,
     HelloServerFactory,
@@ -39,79 +39,7 @@ from hellotcp.protocol import (
 )
 from hellotcp.tls import describeTLSError
 
-PEER = IPv4Address("TCP", "127.0.0.1", 40000)
-
-
-def captureLogs(testCase: SynchronousTestCase) -> EventLoggingObserver:
-    """
-    Collect what `hellotcp.protocol` logs during ``testCase``.
-
-    The events are taken before they reach the global publisher, because
-    trial's legacy log observer rewrites the ``message`` field of every event
-    it sees (legacy observers reserve that key).
-    """
-    events = EventLoggingObserver()
-    testCase.patch(
-        protocolModule, "_log", Logger(namespace="hellotcp.protocol", observer=events)
-    )
-    return events
-
-
-class HalfCloseableTransport(StringTransport):
-    """
-    A `StringTransport` that can close its writing side, as TCP can.
-
-    :ivar writeClosed: Whether `loseWriteConnection` was called.
-    """
-
-    writeClosed = False
-
-    def loseWriteConnection(self) -> None:
-        """
-        Record the half-close.
-        """
-        self.writeClosed = True
-
-
-class ServerHarness:
-    """
-    One server connection on an in-memory transport and clock.
-    """
-
-    def __init__(
-        self,
-        testCase: SynchronousTestCase,
-        settings: ServerSettings = ServerSettings(),
-        transport: StringTransport | None = None,
-        metrics: ServerMetrics = NO_METRICS,
-    ) -> None:
-        self.clock = Clock()
-        self.events = captureLogs(testCase)
-        self.factory = HelloServerFactory(settings, self.clock, metrics=metrics)
-        self.settings = settings
-        self.transport = transport or HalfCloseableTransport(peerAddress=PEER)
-        protocol = self.factory.buildProtocol(PEER)
-        assert protocol is not None
-        self.protocol: HelloServerProtocol = protocol
-        protocol.makeConnection(self.transport)
-
-    def send(self, data: bytes) -> None:
-        """
-        Deliver ``data`` to the server as if it arrived from the client.
-        """
-        self.protocol.dataReceived(data)
-
-    def close(self, reason: Failure = Failure(ConnectionDone())) -> None:
-        """
-        Tell the server the connection has closed.
-        """
-        self.protocol.connectionLost(reason)
-
-    def exchanges(self) -> list[dict[str, Any]]:
-        """
-        The exchange events the server has logged.
-        """
-        return [dict(event) for event in self.events if "outcome" in event]
+from .support import PEER, HalfCloseableTransport, ServerHarness, captureLogs, oneLine
 
 
 class ServerProtocolTests(SynchronousTestCase):
@@ -229,12 +157,16 @@ class ServerProtocolTests(SynchronousTestCase):
         server = ServerHarness(self, ServerSettings(maxMessageBytes=10))
         server.send(b"0123456789A")
         self.assertEqual(server.transport.value(), DEFAULT_GREETING)
-        server.send(b"B" * 10_000)
-        self.assertEqual(server.protocol._buffer, b"")
+        # What follows is discarded: no second answer, not even once the
+        # message gap has passed, and the message logged is the first ten.
+        server.send(b"B\n" * 5_000)
+        server.clock.advance(server.settings.messageGap)
+        self.assertEqual(server.transport.value(), DEFAULT_GREETING)
         server.close()
         [event] = server.exchanges()
         self.assertEqual(event["outcome"], "too-long")
         self.assertEqual(event["message"], "0123456789")
+        self.assertEqual(event["bytes"], 10)
         self.assertEqual(event["bytes"], 10)
 
     def test_maximumLengthWithTerminator(self) -> None:
@@ -639,22 +571,6 @@ class ProxiedPeerTests(SynchronousTestCase):
         self.assertEqual(factory.connections.count("192.0.2.2"), 1)
         self.assertEqual(factory.connections.count("10.0.0.1"), 0)
         self.assertTrue(transport.disconnecting)  # the second from 192.0.2.1
-
-
-def oneLine(text: str) -> bool:
-    """
-    Whether ``text`` is one line that reads as it is: no line break of any
-    kind and no invisible or direction-changing character.
-    """
-    return len(text.splitlines()) <= 1 and not [
-        c
-        for c in text
-        if ord(c) < 0x20
-        or 0x7F <= ord(c) < 0xA0
-        or c in "\u061c\u200b\u200c\u200d\u200e\u200f\u2028\u2029\u2060\ufeff"
-        or 0x202A <= ord(c) <= 0x202E
-        or 0x2066 <= ord(c) <= 0x2069
-    ]
 
 
 class GreetedOnlyIfDeliveredTests(SynchronousTestCase):

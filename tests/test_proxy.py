@@ -39,7 +39,7 @@ from hellotcp.tls import (
 )
 
 from .pki import PKI
-from .test_protocol import HalfCloseableTransport, captureLogs, oneLine
+from .support import HalfCloseableTransport, captureLogs, oneLine
 
 BALANCER = IPv4Address("TCP", "127.0.0.1", 40000)
 

@@ -32,16 +32,16 @@ from hellotcp.service import (
     raiseFileLimit,
 )
 
+from .pki import pki, tlsListen, verifiedClient
 from .support import (
     TIMEOUT,
     CommandTestCase,
     command,
-    connect,
+    exchangesUntilRefused,
     freePort,
+    hangUpStorm,
     inThread,
-    readToEnd,
 )
-from .test_tls_interop import pki, tlsListen, verifiedClient
 
 
 class ListenErrorTests(SynchronousTestCase):
@@ -462,68 +462,6 @@ def signalOnceBlocked(pid: int, number: int) -> None:
             raise AssertionError(f"process {pid} never blocked signal {number}")
         time.sleep(0.0005)
     os.kill(pid, number)
-
-
-def hangUpStorm(
-    pid: int, before: int = 25, after: int = 300, terminate: bool = True
-) -> int:
-    """
-    SIGHUP ``pid`` ``before`` times, 20 ms apart, then SIGTERM (unless
-    ``terminate`` is false), then SIGHUP again every 2 ms (``after`` times
-    at most) until the process is gone, through its drain and its exit.
-
-    :returns: How many SIGHUPs were sent.
-    """
-    sent = 0
-    for _ in range(before):
-        os.kill(pid, signal.SIGHUP)
-        sent += 1
-        time.sleep(0.02)
-    if not terminate:
-        return sent
-    os.kill(pid, signal.SIGTERM)
-    for _ in range(after):
-        try:
-            os.kill(pid, signal.SIGHUP)
-        except ProcessLookupError:
-            break
-        sent += 1
-        time.sleep(0.002)
-    return sent
-
-
-def exchangesUntilRefused(
-    port: int, limit: int = 2000, stop: threading.Event | None = None
-) -> tuple[int, list[object]]:
-    """
-    Greet the server at ``port`` again and again, one exchange at a time,
-    until it refuses to connect, or ``stop`` is set (``limit`` exchanges at
-    most).
-
-    :returns: How many were greeted, and every exchange that was not: a
-        connection that was accepted and then got anything else than the
-        greeting (a lost answer).
-    """
-    greeted, lost = 0, list[object]()
-    for _ in range(limit):
-        if stop is not None and stop.is_set():
-            break
-        try:
-            sock = connect(port)
-        except ConnectionRefusedError:
-            break
-        with sock:
-            try:
-                sock.sendall(b"Hello, server!\n")
-                answer = readToEnd(sock)
-            except OSError as error:
-                lost.append(error)
-                continue
-        if answer == b"Hello, client!":
-            greeted += 1
-        else:
-            lost.append(answer)
-    return greeted, lost
 
 
 class HangUpCommandTests(CommandTestCase):

@@ -26,7 +26,7 @@ from hellotcp.protocol import HelloServerFactory, ServerSettings
 from hellotcp.service import HelloService, withBacklog
 from hellotcp.workers import WorkerSupervisor
 
-from .test_tls_interop import pki, tlsListen
+from .pki import pki, tlsListen
 
 
 def parse(*argv: str) -> tap.Options:

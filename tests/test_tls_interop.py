@@ -33,42 +33,8 @@ from hellotcp.tls import (
     clientTLS,
 )
 
-from .pki import PKI
+from .pki import pki, tlsListen, verifiedClient
 from .support import TIMEOUT, CommandTestCase, Process, command, freePort, inThread
-
-_pki: PKI | None = None
-
-
-def pki() -> PKI:
-    """
-    One set of certificates for this module (never shipped: made here).
-    """
-    global _pki
-    if _pki is None:
-        _pki = PKI()
-    return _pki
-
-
-def tlsListen(port: int, certificate: str, key: str) -> list[str]:
-    """
-    ``twist hellotcp`` arguments that serve TLS on 127.0.0.1:``port``.
-    """
-    return [
-        "--tls-listen",
-        f"tcp:{port}:interface=127.0.0.1",
-        "--certificate",
-        certificate,
-        "--private-key",
-        key,
-    ]
-
-
-def verifiedClient(port: int, ca: str | None = None) -> list[str]:
-    """
-    ``hellotcp-client`` arguments for TLS with localhost:``port``, verified
-    against ``ca`` (by default this module's test CA).
-    """
-    return ["--tls", "--connect", f"tcp:localhost:{port}", "--ca", ca or pki().ca]
 
 
 def stdlibClient(

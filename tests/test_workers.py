@@ -43,20 +43,22 @@ from hellotcp.workers import (
     workerCount,
 )
 
+from .pki import chainPKI, pki, rootOnlyClient, tlsListen, verifiedClient
 from .support import (
     TIMEOUT,
     CommandTestCase,
     classicClient,
     command,
     connect,
+    exchangesUntilRefused,
+    expires,
     freePort,
+    hangUpStorm,
     inThread,
     readToEnd,
+    scrape,
+    scrapeUntil,
 )
-from .test_metrics import expires, scrape, scrapeUntil
-from .test_service import exchangesUntilRefused, hangUpStorm
-from .test_tls import chainPKI, rootOnlyClient
-from .test_tls_interop import pki, tlsListen, verifiedClient
 
 
 class FakeProcess:
