@@ -8,7 +8,7 @@ with a greeting and closes.  The public API:
     Twisted server endpoint;
   - `greet`: one exchange from any Twisted client endpoint;
   - `HelloService`: the factory behind several endpoints, stopping
-    gracefully.
+    gracefully; `ListenError` when one cannot listen.
 """
 
 from ._wire import DEFAULT_GREETING, DEFAULT_MESSAGE
@@ -19,7 +19,7 @@ from .protocol import (
     Outcome,
     ServerSettings,
 )
-from .service import HelloService
+from .service import HelloService, ListenError
 
 __version__ = "0.1.0"
 
@@ -30,6 +30,7 @@ __all__ = [
     "HelloServerFactory",
     "HelloServerProtocol",
     "HelloService",
+    "ListenError",
     "NoGreetingError",
     "Outcome",
     "ResponseTooLongError",

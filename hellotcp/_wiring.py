@@ -25,20 +25,14 @@ from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReac
 from twisted.logger import Logger
 
 from . import metrics
+from ._filelimit import RESERVED_DESCRIPTORS, fitFileLimit, raiseFileLimit
+from ._listeners import DEFAULT_BACKLOG, splitProxy, withBacklog
+from ._signals import holdHangUps
 from ._twistedcompat import ParentLogging
 from .metricspage import MAX_CONNECTIONS as METRICS_MAX_CONNECTIONS
 from .metricspage import metricsSite
 from .protocol import HelloServerFactory, ServerSettings
-from .service import (
-    DEFAULT_BACKLOG,
-    RESERVED_DESCRIPTORS,
-    HelloService,
-    fitFileLimit,
-    holdHangUps,
-    raiseFileLimit,
-    splitProxy,
-    withBacklog,
-)
+from .service import HelloService
 from .tls import ReloadableServerTLS
 from .workers import (
     WorkerCommand,
@@ -150,6 +144,8 @@ def _server(
         factory,
         reactor,
         plan.shutdownTimeout,
+        handleSignals=True,
+        exitOnListenError=True,
         backlog=plan.backlog,
         tls=plan.tls,
         worker=worker is not None,
@@ -217,6 +213,8 @@ def _supervisor(
         command,
         plan.shutdownTimeout,
         onWorkerExit=forget,
+        handleSignals=True,
+        exitOnListenError=True,
         reloads=plan.tls is not None,
         tls=plan.tls,
     )

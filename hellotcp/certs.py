@@ -26,6 +26,17 @@ from twisted.python import usage
 
 from ._options import OneLineErrorOptions, hostName, oneLineHelp
 
+__all__ = [
+    "DEFAULT_HOSTNAMES",
+    "CertsOptions",
+    "Issued",
+    "issue",
+    "main",
+    "makeCA",
+    "writeFile",
+    "writeIssued",
+]
+
 DEFAULT_HOSTNAMES = ("localhost", "127.0.0.1", "::1")
 """The names a server certificate covers unless told otherwise."""
 

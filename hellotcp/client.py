@@ -43,6 +43,16 @@ from .tls import (
     explainClientTLSFailure,
 )
 
+__all__ = [
+    "DEFAULT_CONNECT",
+    "MAX_CONCURRENCY",
+    "ClientOptions",
+    "checkEndpoint",
+    "checkHost",
+    "describeFailure",
+    "main",
+]
+
 DEFAULT_CONNECT = "tcp:localhost:5000"
 """Where the client connects unless told otherwise: the classic server."""
 

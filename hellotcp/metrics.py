@@ -19,14 +19,23 @@ import stat
 import tempfile
 from typing import TYPE_CHECKING, Any
 
+__all__ = [
+    "DURATION_BUCKETS",
+    "NO_METRICS",
+    "PREFIX",
+    "MetricsUnavailableError",
+    "PrometheusMetrics",
+    "ServerMetrics",
+    "checkAvailable",
+    "serverMetrics",
+]
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 PREFIX = "hellotcp"
 """The first part of every metric's name."""
 
-# Exchanges last from a millisecond (a terminated message) through the 40 ms
-# pause that ends an unterminated one, to the 30 s deadline.
 DURATION_BUCKETS = (
     0.001,
     0.0025,
@@ -43,6 +52,9 @@ DURATION_BUCKETS = (
     10.0,
     30.0,
 )
+"""The upper bounds, in seconds, of the exchange duration histogram:
+exchanges last from a millisecond (a terminated message) through the 40 ms
+pause that ends an unterminated one, to the 30 s deadline."""
 
 _MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
 

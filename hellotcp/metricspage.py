@@ -24,6 +24,16 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+__all__ = [
+    "DEADLINE",
+    "EVICTION_AGE",
+    "IDLE_TIMEOUT",
+    "MAX_CONNECTIONS",
+    "LimitedConnections",
+    "MetricsSite",
+    "metricsSite",
+]
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 

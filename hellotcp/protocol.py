@@ -183,9 +183,9 @@ class ServerSettings:
                 raise ValueError(f"{name} must be at least 1")
 
 
-# A silent connection younger than this is never evicted: a client that has
-# just connected is about to send its message.
 EVICTION_AGE = 1.0
+"""Seconds: a silent connection younger than this is never evicted to make
+room, since a client that has just connected is about to send its message."""
 
 # Outcomes that are not a normal exchange: a flood of them is summarised.
 _FAILURES = frozenset(

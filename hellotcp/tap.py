@@ -16,17 +16,13 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.python import usage
 
 from . import metrics
+from ._listeners import DEFAULT_BACKLOG, endpointType, splitProxy
 from ._options import OneLineErrorOptions, asUsageError, cut, number, oneLineHelp
+from ._signals import noteHangUps
 from ._twistedcompat import logsDebug, logsInfo, parentLogging, parseEndpoint
 from ._wiring import ServerPlan, buildService
 from .protocol import DEFAULT_GREETING, ServerSettings
-from .service import (
-    DEFAULT_BACKLOG,
-    HelloService,
-    endpointType,
-    noteHangUps,
-    splitProxy,
-)
+from .service import HelloService
 from .tls import CertificateFiles, ReloadableServerTLS, ServerTLSFiles, TLSFileError
 from .workers import (
     INTERMEDIATES_VARIABLE,
@@ -37,6 +33,15 @@ from .workers import (
     thisWorker,
     workerCount,
 )
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "MAX_BACKLOG",
+    "MAX_CONNECTIONS",
+    "MAX_MESSAGE_BYTES",
+    "Options",
+    "makeService",
+]
 
 DEFAULT_LISTEN = "tcp:5000:interface=127.0.0.1"
 """Where the server listens unless told otherwise: the classic server's

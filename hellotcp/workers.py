@@ -21,7 +21,7 @@ exits as a single process would, then exits 0 itself.
 SIGHUP never kills a worker.  The parent starts each one with SIGHUP
 blocked (a blocked signal waits, pending, and the mask is inherited across
 ``exec``), and the worker unblocks it once its handler is in place (see
-`hellotcp.service.holdHangUps`), so a SIGHUP that reaches a starting worker
+`hellotcp._signals.holdHangUps`), so a SIGHUP that reaches a starting worker
 by any route is handled, once, as soon as it can be.  SIGTERM and SIGINT
 are held the same way until the worker's service takes them over, so that a
 worker asked to stop while it starts stops gracefully (exit 0).  The worker then says
@@ -64,11 +64,28 @@ from twisted.logger import ILogObserver, LogEvent, Logger, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._listeners import (
+    ListenError,
+    describeListenError,
+    endpointType,
+    exitingOnListenError,
+    startListeners,
+)
+from ._signals import StopSignals
 from ._twistedcompat import stopAccepting, tcpEndpointAddress
-from .service import StopSignals, cannotListen, endpointType, startListeners
 from .tls import ReloadableServerTLS
 
 _log = Logger()
+
+__all__ = [
+    "MAX_WORKERS",
+    "NotAdoptableError",
+    "WorkerCommand",
+    "WorkerCountError",
+    "WorkerSupervisor",
+    "checkAdoptable",
+    "workerCount",
+]
 
 WORKER_VARIABLE = "HELLOTCP_WORKER"
 """The environment variable that tells a worker its number (1, 2, ...)."""
@@ -444,8 +461,16 @@ class WorkerSupervisor(MultiService):
 
     :ivar count: How many workers run.
 
+    :param reactor: The reactor that spawns the workers and runs the timers.
+    :param count: How many workers to run.
     :param listeners: Endpoint descriptions to open (no ``haproxy:``
         prefix), in the order the workers adopt them.
+    :param command: What each worker runs.
+    :param shutdownTimeout: Seconds the workers get to drain on stop.
+    :param handleSignals: Take over SIGTERM and SIGINT on start (see
+        `hellotcp._signals.StopSignals`), as ``twist hellotcp`` asks.
+    :param exitOnListenError: Turn a `ListenError` into the program's
+        one-line `SystemExit`, as ``twist hellotcp`` asks.
     :param onWorkerExit: Called with the process id of each worker that
         exits.
     :param reloads: Whether the workers have files to reload on SIGHUP (TLS
@@ -462,12 +487,14 @@ class WorkerSupervisor(MultiService):
         listeners: Sequence[str],
         command: WorkerCommand,
         shutdownTimeout: float,
-        handleSignals: bool = True,
+        handleSignals: bool = False,
         onWorkerExit: Callable[[int], object] | None = None,
         reloads: bool = True,
         tls: ReloadableServerTLS | None = None,
+        exitOnListenError: bool = False,
     ) -> None:
         MultiService.__init__(self)
+        self._exitOnListenError = exitOnListenError
         self._reloads = reloads
         self._tls = tls
         self.count = count
@@ -490,12 +517,19 @@ class WorkerSupervisor(MultiService):
 
     def startService(self) -> None:
         """
-        Take over SIGTERM and SIGINT (see `hellotcp.service.StopSignals`),
-        open every listener (one clear line and exit on failure), then start
+        Take over SIGTERM and SIGINT (see `hellotcp._signals.StopSignals`),
+        open every listener (`ListenError` on failure), then start
         the workers.
         """
         if self._signals is not None:
             self._signals.takeOver()
+        with exitingOnListenError(self._exitOnListenError):
+            self._openListeners()
+        self._devnull = open(os.devnull, "rb")
+        for worker in range(1, self.count + 1):
+            self._start(worker)
+
+    def _openListeners(self) -> None:
         for description in self._descriptions:
             try:
                 self._listeners.append(
@@ -503,18 +537,15 @@ class WorkerSupervisor(MultiService):
                 )
             except Exception as error:
                 self._closeListeners()
-                raise cannotListen(description, error) from None
+                raise ListenError(description, describeListenError(error)) from error
         # Other services (the metrics page) start before any worker, each
         # failure in one line, as a listener's.
         Service.startService(self)
         try:
             startListeners(self)
-        except SystemExit:
+        except ListenError:
             self._closeListeners()
             raise
-        self._devnull = open(os.devnull, "rb")
-        for worker in range(1, self.count + 1):
-            self._start(worker)
 
     def _start(self, worker: int) -> None:
         self._restarts.pop(worker, None)
@@ -616,7 +647,7 @@ class WorkerSupervisor(MultiService):
     def hangUp(self) -> None:
         """
         What SIGHUP to the parent does (see
-        `hellotcp.service.holdHangUps`): pass it on to every ready worker,
+        `hellotcp._signals.holdHangUps`): pass it on to every ready worker,
         and to each worker still starting as soon as it is ready; with no
         files to reload, only say so.  One log line either way.
         """

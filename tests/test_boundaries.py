@@ -18,6 +18,10 @@ import hellotcp
 
 PACKAGE = os.path.dirname(os.path.abspath(hellotcp.__file__))
 
+# The modules of the command lines: hellotcp-client, hellotcp-certs and the
+# plugin's options, and what they share.
+COMMANDS = {"tap", "client", "certs", "_options"}
+
 
 def imports(module: str) -> set[str]:
     """
@@ -112,6 +116,39 @@ class BoundaryTests(SynchronousTestCase):
             if private:
                 found[module] = private
         self.assertEqual(found, {})
+
+    def test_usageOnlyInCommands(self) -> None:
+        """
+        Only the command modules import `twisted.python.usage`; library
+        modules raise their own errors.
+        """
+        users = {
+            module
+            for module in modules()
+            if any(name.startswith("twisted.python.usage") for name in imports(module))
+        }
+        self.assertLessEqual(users, COMMANDS)
+
+    def test_exitOnlyInPrograms(self) -> None:
+        """
+        Only the command modules, the program's wiring and the one place that
+        turns a `ListenError` into an exit when a program asks for it raise
+        `SystemExit`: a library never ends the application that embeds it
+        unasked.
+        """
+        raising = set()
+        for module in modules():
+            with open(os.path.join(PACKAGE, module + ".py"), encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Raise) and node.exc is not None:
+                    called = (
+                        node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+                    )
+                    if isinstance(called, ast.Name) and called.id == "SystemExit":
+                        raising.add(module)
+        self.assertLessEqual(raising, COMMANDS | {"_wiring", "_listeners"})
+        self.assertIn("_wiring", raising)  # the check sees a raise at all
 
 
 TESTS = os.path.dirname(os.path.abspath(__file__))

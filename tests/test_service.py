@@ -22,15 +22,11 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, eventsFromJSONLogFile, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from hellotcp import service
+from hellotcp import _signals
+from hellotcp._filelimit import raiseFileLimit
+from hellotcp._signals import SAME_REQUEST, StopSignals, holdHangUps
 from hellotcp.protocol import HelloServerFactory
-from hellotcp.service import (
-    SAME_REQUEST,
-    HelloService,
-    StopSignals,
-    holdHangUps,
-    raiseFileLimit,
-)
+from hellotcp.service import HelloService, ListenError
 
 from .pki import pki, tlsListen, verifiedClient
 from .support import (
@@ -46,46 +42,78 @@ from .support import (
 
 class ListenErrorTests(SynchronousTestCase):
     """
-    A listener that cannot start ends the program with one line.
+    A listener that cannot listen raises `ListenError` to the application
+    that embeds the service, naming the listener and the reason, and leaves
+    nothing listening.
     """
 
     def test_addressInUse(self) -> None:
         """
-        An address in use raises `SystemExit` naming the endpoint as the
-        user wrote it and the system's reason, with no traceback.
+        An address in use is named as the user wrote it, with the system's
+        reason, and the listener started before it is closed again.
         """
         taken = socket.create_server(("127.0.0.1", 0))
         self.addCleanup(taken.close)
         port = taken.getsockname()[1]
-        service = HelloService(
-            HelloServerFactory(),
-            reactor,
-            handleSignals=False,
-        )
+        service = HelloService(HelloServerFactory(), reactor)
+        service.listen("tcp:0:interface=127.0.0.1")
         description = f"tcp:{port}:interface=127.0.0.1"
         service.listen(description)
-        with self.assertRaises(SystemExit) as raised:
+        with self.assertRaises(ListenError) as raised:
             service.privilegedStartService()
         self.assertEqual(
-            raised.exception.code,
-            f"hellotcp: error: cannot listen on {description}: Address already in use",
+            str(raised.exception),
+            f"cannot listen on {description}: Address already in use",
         )
+        self.assertEqual(raised.exception.listener, description)
+        self.assertEqual(raised.exception.reason, "Address already in use")
+        self.assertFalse(service.running)
+        first = next(iter(service))
+        self.assertFalse(first.running)
 
     def test_badUnixPath(self) -> None:
         """
         A UNIX socket in a folder that does not exist is named as well.
         """
-        service = HelloService(
-            HelloServerFactory(),
-            reactor,
-            handleSignals=False,
-        )
+        service = HelloService(HelloServerFactory(), reactor)
         service.listen("unix:/nonexistent/folder/hello.sock")
+        with self.assertRaises(ListenError) as raised:
+            service.startService()
+        self.assertEqual(
+            raised.exception.listener, "unix:/nonexistent/folder/hello.sock"
+        )
+        self.assertIn("No such file or directory", raised.exception.reason)
+
+    def test_signalsLeftAlone(self) -> None:
+        """
+        Started without ``handleSignals``, the service leaves SIGTERM, SIGINT
+        and SIGHUP as the application set them.
+        """
+        wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        before = [signal.getsignal(number) for number in wanted]
+        memory = MemoryReactorClock()
+        service = HelloService(HelloServerFactory(clock=memory), memory)
+        service.listen("tcp:0")
+        service.startService()
+        memory.run()
+        self.assertEqual([signal.getsignal(number) for number in wanted], before)
+        self.successResultOf(service.stopService())
+
+    def test_programExits(self) -> None:
+        """
+        As ``twist hellotcp`` runs it, the same failure ends the program in
+        one line: a `SystemExit` whose message ``twist`` prints.
+        """
+        taken = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(taken.close)
+        description = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+        service = HelloService(HelloServerFactory(), reactor, exitOnListenError=True)
+        service.listen(description)
         with self.assertRaises(SystemExit) as raised:
             service.startService()
-        self.assertIn(
-            "cannot listen on unix:/nonexistent/folder/hello.sock: ",
-            str(raised.exception.code),
+        self.assertEqual(
+            raised.exception.code,
+            f"hellotcp: error: cannot listen on {description}: Address already in use",
         )
 
 
@@ -100,7 +128,9 @@ class SignalTests(SynchronousTestCase):
         Once the reactor runs, SIGTERM and SIGINT are the service's.
         """
         memory = MemoryReactorClock()
-        service = HelloService(HelloServerFactory(clock=Clock()), memory)
+        service = HelloService(
+            HelloServerFactory(clock=Clock()), memory, handleSignals=True
+        )
         for number in (signal.SIGTERM, signal.SIGINT):
             self.addCleanup(signal.signal, number, signal.getsignal(number))
         service.startService()
@@ -116,7 +146,9 @@ class SignalTests(SynchronousTestCase):
         (a clean exit 0, not death by the signal).
         """
         memory = MemoryReactorClock()
-        service = HelloService(HelloServerFactory(clock=Clock()), memory)
+        service = HelloService(
+            HelloServerFactory(clock=Clock()), memory, handleSignals=True
+        )
         for number in (signal.SIGTERM, signal.SIGINT):
             self.addCleanup(signal.signal, number, signal.getsignal(number))
         service.startService()
@@ -137,7 +169,9 @@ class SignalTests(SynchronousTestCase):
                 queued.append((f, args))
 
         memory = ThreadedMemoryReactor()
-        service = HelloService(HelloServerFactory(clock=Clock()), memory)
+        service = HelloService(
+            HelloServerFactory(clock=Clock()), memory, handleSignals=True
+        )
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         self.addCleanup(signal.pthread_sigmask, signal.SIG_SETMASK, previous)
         for number in (signal.SIGTERM, signal.SIGINT):
@@ -161,7 +195,7 @@ class SignalTests(SynchronousTestCase):
         assert protocol is not None
         transport = StringTransport()
         protocol.makeConnection(transport)
-        service = HelloService(factory, memory)
+        service = HelloService(factory, memory, handleSignals=True)
         service._stopRequested("SIGTERM")
         self.assertTrue(memory.hasStopped)
         service.stopService()
@@ -181,7 +215,7 @@ class SignalTests(SynchronousTestCase):
         assert protocol is not None
         transport = StringTransport()
         protocol.makeConnection(transport)
-        worker = HelloService(factory, memory, worker=True)
+        worker = HelloService(factory, memory, handleSignals=True, worker=True)
         worker._stopRequested("SIGTERM")
         worker.stopService()
         memory.advance(SAME_REQUEST / 2)
@@ -197,7 +231,7 @@ class SignalTests(SynchronousTestCase):
         so a late copy cannot turn a clean stop into death by the signal.
         """
         registered: list[Callable[[], None]] = []
-        self.patch(service, "_ignoredAtExit", set())
+        self.patch(_signals, "_ignoredAtExit", set())
         self.patch(atexit, "register", registered.append)
         for number in (signal.SIGTERM, signal.SIGINT):
             self.addCleanup(signal.signal, number, signal.getsignal(number))
@@ -236,8 +270,6 @@ class AcceptPendingTests(SynchronousTestCase):
         queue) while it still listens, before the service stops them.
         """
         memory = MemoryReactorClock()
-        for number in (signal.SIGTERM, signal.SIGINT):
-            self.addCleanup(signal.signal, number, signal.getsignal(number))
         service = HelloService(HelloServerFactory(clock=Clock()), memory)
         service.listen("tcp:7000")
         service.startService()
@@ -324,7 +356,7 @@ class HoldHangUpsTests(SynchronousTestCase):
         for sent in (0, 2):
             self.calls.clear()
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            service.noteHangUps()
+            _signals.noteHangUps()
             for _ in range(sent):
                 os.kill(os.getpid(), signal.SIGHUP)
             handled: list[bool] = []
@@ -341,7 +373,7 @@ class HoldHangUpsTests(SynchronousTestCase):
         restore = holdHangUps(self, lambda: None)  # type: ignore[arg-type]
         self.addCleanup(restore)
         handler = signal.getsignal(signal.SIGHUP)
-        service.noteHangUps()
+        _signals.noteHangUps()
         self.assertIs(signal.getsignal(signal.SIGHUP), handler)
 
     def test_pluginIgnoresUntilRead(self) -> None:
@@ -380,7 +412,7 @@ class HoldHangUpsTests(SynchronousTestCase):
         deadly again.
         """
         registered: list[Callable[[], None]] = []
-        self.patch(service, "_ignoredAtExit", set())
+        self.patch(_signals, "_ignoredAtExit", set())
         self.patch(atexit, "register", registered.append)
         self.addCleanup(holdHangUps(self, lambda: None))  # type: ignore[arg-type]
         handler = signal.getsignal(signal.SIGHUP)

@@ -20,10 +20,11 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from hellotcp import _wiring, tap
+from hellotcp._listeners import withBacklog
 from hellotcp._options import OneLineErrorOptions
 from hellotcp._twistedcompat import twistOptions
 from hellotcp.protocol import HelloServerFactory, ServerSettings
-from hellotcp.service import HelloService, withBacklog
+from hellotcp.service import HelloService
 from hellotcp.workers import WorkerSupervisor
 
 from .pki import pki, tlsListen

@@ -27,6 +27,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from hellotcp import workers
 from hellotcp.certs import issue, writeIssued
+from hellotcp.service import ListenError
 from hellotcp.tls import CertificateFiles, ReloadableServerTLS, ServerTLSFiles
 from hellotcp.workers import (
     FIRST_LISTENER_DESCRIPTOR,
@@ -434,7 +435,7 @@ class SupervisorTests(SynchronousTestCase):
     def test_otherServiceCannotListen(self) -> None:
         """
         A service beside the workers (the metrics page) that cannot listen
-        stops the start with one line, and nothing is spawned.
+        raises `ListenError` naming it, and nothing is spawned.
         """
         taken = socket.create_server(("127.0.0.1", 0))
         self.addCleanup(taken.close)
@@ -452,19 +453,18 @@ class SupervisorTests(SynchronousTestCase):
         metricsListener = listenerService(description, Factory(), reactor=reactor)
         metricsListener.setName(f"{description} (metrics)")
         metricsListener.setServiceParent(supervisor)
-        with self.assertRaises(SystemExit) as raised:
+        with self.assertRaises(ListenError) as raised:
             supervisor.startService()
         self.assertEqual(
-            str(raised.exception.code),
-            f"hellotcp: error: cannot listen on {description} (metrics): "
-            "Address already in use",
+            str(raised.exception),
+            f"cannot listen on {description} (metrics): Address already in use",
         )
         self.assertEqual(fake.spawned, [])
         self.assertEqual(supervisor._listeners, [])
 
     def test_portInUse(self) -> None:
         """
-        A port in use stops the start with one line, and nothing is spawned.
+        A port in use raises `ListenError` naming it, and nothing is spawned.
         """
         taken = socket.create_server(("127.0.0.1", 0))
         self.addCleanup(taken.close)
@@ -478,12 +478,11 @@ class SupervisorTests(SynchronousTestCase):
             shutdownTimeout=5,
             handleSignals=False,
         )
-        with self.assertRaises(SystemExit) as raised:
+        with self.assertRaises(ListenError) as raised:
             supervisor.startService()
         self.assertEqual(
-            str(raised.exception.code),
-            f"hellotcp: error: cannot listen on tcp:{port}:interface=127.0.0.1: "
-            "Address already in use",
+            str(raised.exception),
+            f"cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use",
         )
         self.assertEqual(fake.spawned, [])
 

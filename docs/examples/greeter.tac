@@ -22,13 +22,17 @@ application = Application("greeter")
 services = MultiService()
 services.setServiceParent(application)
 
-# hellotcp's own service: on SIGTERM it stops listening, lets exchanges in
+# hellotcp's own service.  Here it is the program, so it asks for a
+# program's behaviour: on SIGTERM it stops listening, lets exchanges in
 # flight finish, and makes twistd exit 0; a port in use is one line on
-# standard error.
+# standard error.  Without these two flags it leaves signals to twistd and
+# raises hellotcp.ListenError.
 greeter = HelloService(
     HelloServerFactory(ServerSettings(greeting=b"Hello from a .tac file!")),
     reactor,
     shutdownTimeout=5,
+    handleSignals=True,
+    exitOnListenError=True,
 )
 greeter.listen(f"tcp:{port}:interface=127.0.0.1")
 greeter.setServiceParent(services)
