@@ -7,6 +7,9 @@ with a greeting and closes.  The public API:
   - `HelloServerFactory` and `ServerSettings`: serve greetings from any
     Twisted server endpoint;
   - `greet`: one exchange from any Twisted client endpoint;
+  - `serveTLS` (or `serverTLS` for `HelloService`) and `clientTLS`: TLS
+    from certificate and key files, one call each way, verified by
+    default; `TLSFileError` names a file that cannot be used;
   - `HelloService`: the factory behind several endpoints, stopping
     gracefully; `ListenError` when one cannot listen.
 """
@@ -20,6 +23,7 @@ from .protocol import (
     ServerSettings,
 )
 from .service import HelloService, ListenError
+from .tls import TLSFileError, clientTLS, serverTLS, serveTLS
 
 __version__ = "0.1.0"
 
@@ -35,5 +39,9 @@ __all__ = [
     "Outcome",
     "ResponseTooLongError",
     "ServerSettings",
+    "TLSFileError",
+    "clientTLS",
     "greet",
+    "serveTLS",
+    "serverTLS",
 ]

@@ -16,6 +16,8 @@ from typing import Any, ClassVar, TypeVar
 import idna
 from twisted.python import usage
 
+from .tls import CA, CERTIFICATE, CLIENT_CA, PRIVATE_KEY, TLSFileError
+
 _Number = TypeVar("_Number", int, float)
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
@@ -184,3 +186,20 @@ class OneLineErrorOptions(usage.Options):
         except usage.UsageError as error:
             sys.stderr.write(f"{self.program}: error: {error}\n")
             raise SystemExit(2) from None
+
+
+TLS_FILE_OPTIONS = {
+    CERTIFICATE: "--certificate",
+    PRIVATE_KEY: "--private-key",
+    CA: "--ca",
+    CLIENT_CA: "--client-ca",
+}
+"""How the commands name TLS files in their errors: by the option that gave
+each (``--ca ca.pem: No such file or directory``)."""
+
+
+def describeTLSFileError(error: TLSFileError) -> str:
+    """
+    A TLS file's problem in one line, the file named by its option.
+    """
+    return error.describe(TLS_FILE_OPTIONS)

@@ -29,13 +29,19 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from ._escape import escape
-from ._options import MAX_SECONDS, OneLineErrorOptions, cut, hostName, number
+from ._options import (
+    MAX_SECONDS,
+    OneLineErrorOptions,
+    cut,
+    describeTLSFileError,
+    hostName,
+    number,
+)
 from ._twistedcompat import parseEndpoint
 from ._wire import DEFAULT_MESSAGE
 from .greet import AnswerCutShortError, NoGreetingError, ResponseTooLongError, greet
 from .probe import Statistics, drawExchange, pingLine, probe
 from .tls import (
-    CertificateFiles,
     TLSFileError,
     VerifiedClientTLS,
     clientTLS,
@@ -213,12 +219,12 @@ class ClientOptions(OneLineErrorOptions):
         """
         if not self["tls"]:
             return None
-        certificate = (
-            CertificateFiles(self["certificate"], self["private-key"])
-            if self["certificate"]
-            else None
+        return clientTLS(
+            self["server-name"],
+            self["ca"],
+            self["certificate"] or None,
+            self["private-key"] or None,
         )
-        return clientTLS(self["server-name"], self["ca"], certificate)
 
 
 def checkEndpoint(description: str, option: str | None = "connect") -> None:
@@ -413,7 +419,7 @@ async def _exchange(reactor: IReactorTime, options: ClientOptions) -> None:
     try:
         tls = options.tlsSettings()
     except TLSFileError as problem:
-        _fail(str(problem), 2)
+        _fail(describeTLSFileError(problem), 2)
     if options.probing:
         status = await Repeater(reactor, options, endpoint, tls).run()
         raise SystemExit(status)

@@ -17,7 +17,14 @@ from twisted.python import usage
 
 from . import metrics
 from ._listeners import DEFAULT_BACKLOG, endpointType, splitProxy
-from ._options import OneLineErrorOptions, asUsageError, cut, number, oneLineHelp
+from ._options import (
+    OneLineErrorOptions,
+    asUsageError,
+    cut,
+    describeTLSFileError,
+    number,
+    oneLineHelp,
+)
 from ._signals import noteHangUps
 from ._twistedcompat import logsDebug, logsInfo, parentLogging, parseEndpoint
 from ._wiring import ServerPlan, buildService
@@ -289,11 +296,13 @@ class Options(OneLineErrorOptions):
         # A worker started while the others serve intermediates must not
         # start without them (see hellotcp.workers).
         keep = os.environ.get(INTERMEDIATES_VARIABLE) == "1" and thisWorker()
-        with asUsageError(TLSFileError):
+        try:
             return ReloadableServerTLS(
                 ServerTLSFiles(CertificateFiles(certificate, privateKey), clientCA),
                 keepIntermediates=bool(keep),
             )
+        except TLSFileError as error:
+            raise usage.UsageError(describeTLSFileError(error)) from None
 
 
 def _checkEndpoint(reactor: object, option: str, description: str) -> None:

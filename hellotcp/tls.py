@@ -19,7 +19,7 @@ import os
 import re
 import ssl as stdlibSSL
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from attrs import frozen
 from cryptography import x509
@@ -53,10 +53,14 @@ from ._twistedcompat import (
 from .protocol import IConnectionReport
 
 __all__ = [
+    "CA",
+    "CERTIFICATE",
     "CIPHERS",
+    "CLIENT_CA",
     "GROUPS",
     "MAX_PEM_BYTES",
     "MINIMUM_VERSION",
+    "PRIVATE_KEY",
     "CertificateFiles",
     "HalfCloseableTLS",
     "ReloadableServerTLS",
@@ -70,7 +74,9 @@ __all__ = [
     "loadCertificates",
     "loadPrivateKey",
     "restrictGroups",
+    "serveTLS",
     "serverGroups",
+    "serverTLS",
 ]
 
 _log = Logger()
@@ -119,11 +125,49 @@ def restrictGroups(context: SSL.Context) -> None:
             context.set_tmp_ecdh(crypto.get_elliptic_curve("prime256v1"))
 
 
+CERTIFICATE = "certificate"
+"""`TLSFileError.what` of a certificate (chain) file."""
+
+PRIVATE_KEY = "private key"
+"""`TLSFileError.what` of a private key file."""
+
+CA = "CA file"
+"""`TLSFileError.what` of the file of CAs a client trusts."""
+
+CLIENT_CA = "client CA file"
+"""`TLSFileError.what` of the file of CAs a server's clients must come from."""
+
+
 class TLSFileError(Exception):
     """
-    A certificate, key or CA file cannot be used; the message names the
-    file and the problem in one line.
+    A certificate, key or CA file cannot be used.
+
+    ``str()`` gives one line naming the file and the problem, such as
+    ``CA file ca.pem: No such file or directory``; a command names the
+    file by its option instead (`describe`).
+
+    :ivar what: Which file: `CERTIFICATE`, `PRIVATE_KEY`, `CA` or
+        `CLIENT_CA`.
+    :ivar path: The file, as it was given.
+    :ivar problem: What is wrong with it, in a few words.
     """
+
+    def __init__(self, what: str, path: str, problem: str) -> None:
+        super().__init__(what, path, problem)
+        self.what = what
+        self.path = path
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def describe(self, names: Mapping[str, str] | None = None) -> str:
+        """
+        The problem in one line, the file named as ``names`` says (for
+        example ``{CA: "--ca"}``), else by `what`.
+        """
+        name = (names or {}).get(self.what, self.what)
+        return f"{name} {self.path}: {self.problem}"
 
 
 MAX_PEM_BYTES = 1024 * 1024
@@ -142,7 +186,7 @@ def _read(path: str, what: str) -> bytes:
     """
 
     def refuse(problem: str) -> TLSFileError:
-        return TLSFileError(f"{what} {path}: {problem}")
+        return TLSFileError(what, path, f"{problem}")
 
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer.
@@ -203,7 +247,7 @@ def _pemBlocks(data: bytes, path: str, what: str) -> list[tuple[str, int, bytes]
     body: list[bytes] = []
 
     def refuse(problem: str) -> TLSFileError:
-        return TLSFileError(f"{what} {path}: {problem} (a file still being written?)")
+        return TLSFileError(what, path, f"{problem} (a file still being written?)")
 
     lines = data.splitlines()
     for number, raw in enumerate(lines, 1):
@@ -250,25 +294,23 @@ def _checkValidity(certificate: x509.Certificate, path: str, what: str) -> None:
     now = datetime.datetime.now(datetime.timezone.utc)
     if certificate.not_valid_after_utc < now:
         expired = certificate.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")
-        raise TLSFileError(f"{what} {path}: the certificate expired on {expired}")
+        raise TLSFileError(what, path, f"the certificate expired on {expired}")
     if certificate.not_valid_before_utc > now:
         starts = certificate.not_valid_before_utc.strftime("%Y-%m-%d %H:%M UTC")
-        raise TLSFileError(
-            f"{what} {path}: the certificate is not valid until {starts}"
-        )
+        raise TLSFileError(what, path, f"the certificate is not valid until {starts}")
 
 
 def _describeLabels(blocks: list[tuple[str, int, bytes]]) -> str:
     return ", only " + " and ".join(sorted({label for label, _, _ in blocks}))
 
 
-def loadCertificates(path: str, what: str = "certificate") -> list[x509.Certificate]:
+def loadCertificates(path: str, what: str = CERTIFICATE) -> list[x509.Certificate]:
     """
     Read every PEM certificate in ``path``, in order, and check that each is
     valid now.  Blocks of other kinds (a private key kept in the same file)
     are skipped, but every block must be whole.
 
-    :param what: How error messages name the file (the option's name).
+    :param what: Which file it is (`CERTIFICATE`, `CA`, ...), for errors.
     :raises TLSFileError: The file is missing, unreadable, not a regular
         file, too large, holds a block cut short or that does not parse,
         holds no certificate, or one has expired or is not yet valid.
@@ -282,11 +324,11 @@ def loadCertificates(path: str, what: str = "certificate") -> list[x509.Certific
             certificates.append(x509.load_pem_x509_certificate(text))
         except ValueError:
             raise TLSFileError(
-                f"{what} {path}: the certificate of line {line} does not parse"
+                what, path, f"the certificate of line {line} does not parse"
             ) from None
     if not certificates:
         found = _describeLabels(blocks) if blocks else ""
-        raise TLSFileError(f"{what} {path}: no PEM certificate in it{found}")
+        raise TLSFileError(what, path, f"no PEM certificate in it{found}")
     for certificate in certificates:
         _checkValidity(certificate, path, what)
     return certificates
@@ -302,12 +344,14 @@ def _checkChain(chain: Sequence[x509.Certificate], path: str, what: str) -> None
             certificate.verify_directly_issued_by(issuer)
         except (ValueError, TypeError, InvalidSignature):
             raise TLSFileError(
-                f"{what} {path}: certificate {number + 1} did not issue certificate "
-                f"{number}; put the leaf first, then each issuer in turn"
+                what,
+                path,
+                f"certificate {number + 1} did not issue certificate "
+                f"{number}; put the leaf first, then each issuer in turn",
             ) from None
 
 
-def loadPrivateKey(path: str, what: str = "private key") -> PrivateKeyTypes:
+def loadPrivateKey(path: str, what: str = PRIVATE_KEY) -> PrivateKeyTypes:
     """
     Read an unencrypted PEM private key.
 
@@ -319,18 +363,18 @@ def loadPrivateKey(path: str, what: str = "private key") -> PrivateKeyTypes:
     keys = [(label, text) for label, _, text in blocks if label.endswith("PRIVATE KEY")]
     if not keys:
         found = _describeLabels(blocks) if blocks else ""
-        raise TLSFileError(f"{what} {path}: no PEM private key in it{found}")
+        raise TLSFileError(what, path, f"no PEM private key in it{found}")
     if len(keys) > 1:
-        raise TLSFileError(f"{what} {path}: {len(keys)} private keys in it; give one")
+        raise TLSFileError(what, path, f"{len(keys)} private keys in it; give one")
     [(label, text)] = keys
     try:
         return serialization.load_pem_private_key(text, password=None)
     except TypeError:
         raise TLSFileError(
-            f"{what} {path}: the key is encrypted; hellotcp needs it unencrypted"
+            what, path, "the key is encrypted; hellotcp needs it unencrypted"
         ) from None
     except (ValueError, crypto.Error):
-        raise TLSFileError(f"{what} {path}: the {label} does not parse") from None
+        raise TLSFileError(what, path, f"the {label} does not parse") from None
 
 
 def _publicBytes(key: PrivateKeyTypes | x509.Certificate) -> bytes:
@@ -357,13 +401,14 @@ class CertificateFiles:
 
         :raises TLSFileError: Naming the file and the problem.
         """
-        chain = loadCertificates(self.certificate, "--certificate")
-        _checkChain(chain, self.certificate, "--certificate")
-        key = loadPrivateKey(self.privateKey, "--private-key")
+        chain = loadCertificates(self.certificate, CERTIFICATE)
+        _checkChain(chain, self.certificate, CERTIFICATE)
+        key = loadPrivateKey(self.privateKey, PRIVATE_KEY)
         if _publicBytes(key) != _publicBytes(chain[0]):
             raise TLSFileError(
-                f"--private-key {self.privateKey} does not match "
-                f"--certificate {self.certificate}"
+                PRIVATE_KEY,
+                self.privateKey,
+                f"does not match the certificate {self.certificate}",
             )
         return chain, key
 
@@ -399,7 +444,7 @@ class ServerTLSFiles:
         clientCAs = (
             [
                 crypto.X509.from_cryptography(ca)
-                for ca in loadCertificates(self.clientCA, "--client-ca")
+                for ca in loadCertificates(self.clientCA, CLIENT_CA)
             ]
             if self.clientCA
             else []
@@ -456,10 +501,12 @@ class ReloadableServerTLS:
         if not options.extraCertChain:
             path = self.files.certificate.certificate
             raise TLSFileError(
-                f"--certificate {path} now holds the certificate without "
+                CERTIFICATE,
+                path,
+                "now holds the certificate without "
                 "the intermediates served until now (a file still being "
                 "written?); complete it and send SIGHUP again, or restart "
-                "to serve the certificate alone"
+                "to serve the certificate alone",
             )
 
     @property
@@ -631,18 +678,25 @@ def explainClientTLSFailure(
 def clientTLS(
     hostname: str,
     ca: str | None = None,
-    certificate: CertificateFiles | None = None,
+    certificate: str | None = None,
+    privateKey: str | None = None,
 ) -> VerifiedClientTLS:
     """
-    Verified TLS client settings: the server's certificate must chain to
-    ``ca`` (or the system's trust store) and name ``hostname``.
+    Verified TLS client settings, for `hellotcp.greet.greet`'s ``tls``: the
+    server's certificate must chain to ``ca`` (or the system's trust store)
+    and name ``hostname``.
 
     :param hostname: The name (or IP address) the certificate must cover.
     :param ca: PEM file of the CAs to trust instead of the system's.
-    :param certificate: A client certificate to present (mutual TLS).
+    :param certificate: PEM file of a client certificate to present (mutual
+        TLS), then its intermediates.
+    :param privateKey: PEM file of that certificate's unencrypted key;
+        without, the key is read from ``certificate``.
     :raises TLSFileError: Naming the file and the problem.
     """
-    trusted = loadCertificates(ca, "--ca") if ca else None
+    if privateKey is not None and certificate is None:
+        raise ValueError("a client private key needs its certificate")
+    trusted = loadCertificates(ca, CA) if ca else None
     trustRoot = (
         ssl.trustRootFromCertificates(
             [ssl.Certificate(crypto.X509.from_cryptography(c)) for c in trusted]
@@ -655,7 +709,13 @@ def clientTLS(
         ssl.optionsForClientTLS(
             hostname,
             trustRoot=trustRoot,
-            clientCertificate=certificate.privateCertificate() if certificate else None,
+            clientCertificate=(
+                CertificateFiles(
+                    certificate, privateKey or certificate
+                ).privateCertificate()
+                if certificate is not None
+                else None
+            ),
             extraCertificateOptions={
                 "raiseMinimumTo": MINIMUM_VERSION,
                 "acceptableCiphers": CIPHERS,
@@ -881,3 +941,39 @@ class TLSServerFactory(KeepsRefusals, TLSMemoryBIOFactory):  # type: ignore[misc
         self, settings: ReloadableServerTLS, wrappedFactory: IProtocolFactory
     ) -> None:
         super().__init__(settings, False, wrappedFactory)
+
+
+def serverTLS(
+    certificate: str, privateKey: str | None = None, clientCAs: str | None = None
+) -> ReloadableServerTLS:
+    """
+    TLS server settings read from files now (so that a problem shows at
+    once), for `hellotcp.service.HelloService`'s ``tls`` or `serveTLS`;
+    `ReloadableServerTLS.reload` reads the files again.
+
+    :param certificate: PEM file of the server's certificate, then its
+        intermediates.
+    :param privateKey: PEM file of its unencrypted key; without, the key is
+        read from ``certificate``.
+    :param clientCAs: PEM file of the CAs whose client certificates are
+        accepted; given, every client must present one (mutual TLS).
+    :raises TLSFileError: Naming the file and the problem.
+    """
+    files = CertificateFiles(certificate, privateKey or certificate)
+    return ReloadableServerTLS(ServerTLSFiles(files, clientCAs))
+
+
+def serveTLS(
+    factory: IProtocolFactory,
+    certificate: str,
+    privateKey: str | None = None,
+    clientCAs: str | None = None,
+) -> TLSServerFactory:
+    """
+    ``factory`` (a `hellotcp.protocol.HelloServerFactory`) served over TLS,
+    for any server endpoint's ``listen``: the settings of `serverTLS`, and
+    connections that half-close as plain ones do.
+
+    :raises TLSFileError: Naming the file and the problem.
+    """
+    return TLSServerFactory(serverTLS(certificate, privateKey, clientCAs), factory)

@@ -460,6 +460,9 @@ class WorkerSupervisor(MultiService):
     signals on, and stop them all gracefully.
 
     :ivar count: How many workers run.
+    :ivar listeners: The endpoint descriptions the parent opens, in the
+        order the workers adopt them.
+    :ivar command: What each worker runs.
 
     :param reactor: The reactor that spawns the workers and runs the timers.
     :param count: How many workers to run.
@@ -499,8 +502,8 @@ class WorkerSupervisor(MultiService):
         self._tls = tls
         self.count = count
         self._reactor = reactor
-        self._descriptions = list(listeners)
-        self._command = command
+        self.listeners = list(listeners)
+        self.command = command
         self._shutdownTimeout = shutdownTimeout
         # As HelloService does in a single process: a requested stop exits
         # 0.  SIGHUP is taken as soon as the service is built (holdHangUps).
@@ -530,7 +533,7 @@ class WorkerSupervisor(MultiService):
             self._start(worker)
 
     def _openListeners(self) -> None:
-        for description in self._descriptions:
+        for description in self.listeners:
             try:
                 self._listeners.append(
                     openListener(self._reactor, description, self.count)
@@ -555,7 +558,7 @@ class WorkerSupervisor(MultiService):
         assert self._devnull is not None
         childFDs: dict[int, int | str] = {
             0: self._devnull.fileno(),
-            1: self._command.logDescriptor,
+            1: self.command.logDescriptor,
             2: 2,
         }
         for index, listener in enumerate(self._listeners):
@@ -563,7 +566,7 @@ class WorkerSupervisor(MultiService):
         # A pipe the parent reads: the worker writes to it once it is ready.
         childFDs[readyDescriptor] = "r"
         environment = dict(os.environ)
-        environment.update(self._command.environment)
+        environment.update(self.command.environment)
         environment[WORKER_VARIABLE] = str(worker)
         if self._tls is not None:
             keep = self._tls.servesIntermediates
@@ -574,8 +577,8 @@ class WorkerSupervisor(MultiService):
         with _signalsHeld():
             process = cast(IReactorProcess, self._reactor).spawnProcess(
                 protocol,
-                self._command.executable,
-                [self._command.executable, *self._command.arguments],
+                self.command.executable,
+                [self.command.executable, *self.command.arguments],
                 env=environment,
                 childFDs=childFDs,
             )

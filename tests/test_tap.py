@@ -389,11 +389,11 @@ class WorkersOptionTests(OneLineErrors):
         assert isinstance(service, WorkerSupervisor)
         self.assertEqual(service.count, 3)
         self.assertEqual(
-            service._descriptions,
+            service.listeners,
             ["tcp:7000:backlog=4096", "tcp6:7000:backlog=4096"],
         )
         self.assertEqual(
-            service._command.arguments,
+            service.command.arguments,
             [
                 "-m",
                 "twisted",
@@ -425,9 +425,9 @@ class WorkersOptionTests(OneLineErrors):
         service = tap.makeService(options)
         assert isinstance(service, WorkerSupervisor)
         self.assertEqual(
-            service._command.arguments[2:4], ["--log-format=json", "--log-level=warn"]
+            service.command.arguments[2:4], ["--log-format=json", "--log-level=warn"]
         )
-        self.assertEqual(service._command.logDescriptor, 2)
+        self.assertEqual(service.command.logDescriptor, 2)
 
     def test_refused(self) -> None:
         """

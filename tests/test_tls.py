@@ -8,16 +8,21 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from collections.abc import Callable
 
 from OpenSSL import SSL
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import Logger
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from hellotcp import tls
+from hellotcp.greet import greet
 from hellotcp.protocol import HelloServerFactory, ServerSettings
 from hellotcp.tls import (
     CertificateFiles,
@@ -25,10 +30,13 @@ from hellotcp.tls import (
     ServerTLSFiles,
     TLSFileError,
     TLSServerFactory,
+    VerifiedClientTLS,
     clientTLS,
     describeTLSError,
     loadCertificates,
     loadPrivateKey,
+    serverTLS,
+    serveTLS,
 )
 
 from .pki import PKI, chainPKI, rootOnlyClient, tlsListen
@@ -148,7 +156,7 @@ class LoadingTests(SynchronousTestCase):
         _, otherKey = pki().client
         files = CertificateFiles(certificate, otherKey)
         self.assertRefused(
-            f"--private-key {otherKey} does not match --certificate {certificate}",
+            f"private key {otherKey}: does not match the certificate {certificate}",
             files.load,
         )
 
@@ -628,8 +636,11 @@ class ClientSettingsTests(SynchronousTestCase):
         with self.assertRaises(TLSFileError) as raised:
             clientTLS("localhost", path)
         self.assertEqual(
-            str(raised.exception), f"--ca {path}: No such file or directory"
+            str(raised.exception), f"CA file {path}: No such file or directory"
         )
+        self.assertEqual(raised.exception.what, "CA file")
+        self.assertEqual(raised.exception.path, path)
+        self.assertEqual(raised.exception.problem, "No such file or directory")
 
     def test_noProblemBeforeConnecting(self) -> None:
         """
@@ -722,3 +733,127 @@ class ChainRewrittenInPlaceTests(CommandTestCase):
         self.assertIn(paths["chain"], refused)
         self.assertIn("without the intermediates served until now", refused)
         self.assertEqual(text.count("TLS certificate reloaded"), 1)
+
+
+class OneCallTests(TestCase):
+    """
+    `serveTLS` and `clientTLS`: TLS for an embedding application in one call
+    each way, with errors that name files, not options.
+    """
+
+    async def exchange(
+        self,
+        factory: Callable[[HelloServerFactory], IProtocolFactory],
+        client: VerifiedClientTLS,
+    ) -> bytes:
+        """
+        One exchange over loopback TCP with ``factory`` serving; the
+        connection is closed on both sides before the test ends.
+        """
+        hello = HelloServerFactory()
+        server = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        port = await server.listen(factory(hello))
+        self.addCleanup(port.stopListening)
+        self.addCleanup(hello.stopGracefully, TIMEOUT)
+        address = port.getHost()
+        assert isinstance(address, IPv4Address)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", address.port)
+        return await greet(reactor, endpoint, timeout=TIMEOUT, tls=client)
+
+    async def test_serveAndConnect(self) -> None:
+        """
+        A certificate and its key serve TLS; a client that trusts its CA
+        gets the greeting.
+        """
+        answer = await self.exchange(
+            lambda hello: serveTLS(hello, *pki().server),
+            clientTLS("localhost", ca=pki().ca),
+        )
+        self.assertEqual(answer, b"Hello, client!")
+
+    async def test_mutual(self) -> None:
+        """
+        With ``clientCAs``, a client certificate from those CAs is accepted
+        and one from elsewhere is refused.
+        """
+        serve = lambda hello: serveTLS(hello, *pki().server, clientCAs=pki().ca)  # noqa: E731
+        answer = await self.exchange(
+            serve, clientTLS("localhost", pki().ca, *pki().client)
+        )
+        self.assertEqual(answer, b"Hello, client!")
+        refused = self.exchange(
+            serve, clientTLS("localhost", pki().ca, *pki().foreignClient)
+        )
+        await self.assertFailure(ensureDeferred(refused), SSL.Error)
+
+    async def test_keyInCertificateFile(self) -> None:
+        """
+        Without a key file, the key is read from the certificate's file, on
+        both sides.
+        """
+        folder = self.mktemp()
+        os.mkdir(folder)
+        joined = {}
+        for name, (certificate, key) in [
+            ("server", pki().server),
+            ("client", pki().client),
+        ]:
+            joined[name] = os.path.join(folder, f"{name}.pem")
+            with open(joined[name], "wb") as out:
+                for path in (certificate, key):
+                    with open(path, "rb") as part:
+                        out.write(part.read())
+        answer = await self.exchange(
+            lambda hello: serveTLS(hello, joined["server"], clientCAs=pki().ca),
+            clientTLS("localhost", pki().ca, joined["client"]),
+        )
+        self.assertEqual(answer, b"Hello, client!")
+
+    def test_errorsNameFiles(self) -> None:
+        """
+        A file that cannot be used is named with what it is and the
+        problem, in words an embedding application's user reads.
+        """
+        missing = pki().path("missing.pem")
+        certificate, key = pki().server
+        _, otherKey = pki().client
+        for call, expected in [
+            (
+                lambda: serverTLS(missing, key),
+                f"certificate {missing}: No such file or directory",
+            ),
+            (
+                lambda: serverTLS(certificate, otherKey),
+                f"private key {otherKey}: does not match the certificate {certificate}",
+            ),
+            (
+                lambda: serverTLS(certificate, key, clientCAs=missing),
+                f"client CA file {missing}: No such file or directory",
+            ),
+            (
+                lambda: clientTLS("localhost", ca=missing),
+                f"CA file {missing}: No such file or directory",
+            ),
+        ]:
+            with self.assertRaises(TLSFileError) as raised:
+                call()
+            self.assertEqual(str(raised.exception), expected)
+            self.assertNotIn("--", str(raised.exception))
+
+    def test_keyWithoutCertificate(self) -> None:
+        """
+        A client key without its certificate is a programming error.
+        """
+        self.assertRaises(
+            ValueError, clientTLS, "localhost", pki().ca, privateKey=pki().client[1]
+        )
+
+    def test_exportedFromPackage(self) -> None:
+        """
+        The one-call functions and their error are importable from
+        ``hellotcp``.
+        """
+        import hellotcp
+
+        for name in ("serveTLS", "serverTLS", "clientTLS", "TLSFileError"):
+            self.assertIs(getattr(hellotcp, name), getattr(tls, name))

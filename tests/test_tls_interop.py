@@ -211,15 +211,15 @@ class TLSServerTests(TLSServerMixin, TestCase):
             reactor,
             endpoint,
             timeout=TIMEOUT,
-            tls=clientTLS("localhost", pki().ca, CertificateFiles(*pki().client)),
+            tls=clientTLS("localhost", pki().ca, *pki().client),
         )
         self.assertEqual(answer, b"Hello, client!")
-        for certificate in (None, CertificateFiles(*pki().foreignClient)):
+        for certificate in [(), pki().foreignClient]:
             refused = greet(
                 reactor,
                 endpoint,
                 timeout=TIMEOUT,
-                tls=clientTLS("localhost", pki().ca, certificate),
+                tls=clientTLS("localhost", pki().ca, *certificate),
             )
             await self.assertFailure(refused, SSL.Error)
         with self.assertRaises(ssl.SSLError):
@@ -496,7 +496,7 @@ class TwistTLSTests(CommandTestCase):
             text = lines.read()
         self.assertEqual(text.count("TLS reload failed"), 1)
         self.assertIn(
-            f"--private-key {key} does not match --certificate {certificate}", text
+            f"private key {key}: does not match the certificate {certificate}", text
         )
 
     async def test_plainAndTLSBesideEachOther(self) -> None:
@@ -569,7 +569,11 @@ class TwistTLSTests(CommandTestCase):
         _, otherKey = pki().client
         for files, expected in [
             ((missing, key), f"--certificate {missing}: No such file or directory"),
-            ((certificate, otherKey), f"--private-key {otherKey} does not match"),
+            (
+                (certificate, otherKey),
+                f"--private-key {otherKey}: does not match the certificate "
+                f"{certificate}",
+            ),
             (
                 (expired, expiredKey),
                 f"--certificate {expired}: the certificate expired on",
