@@ -172,3 +172,38 @@ def holdHangUps(
         signal.signal(signal.SIGHUP, previous)
 
     return restore
+
+
+def callOnSignal(
+    reactor: IReactorFromThreads, number: signal.Signals, onSignal: Callable[[], object]
+) -> Callable[[], None]:
+    """
+    From now until the process exits, each signal ``number`` calls
+    ``onSignal`` in the reactor's loop (the reactor leaves this signal
+    alone, unlike SIGTERM and SIGINT); one held back while this process
+    started is let through, and handled.  At exit, the signal is ignored.
+
+    :returns: A function that restores the previous handler (for tests).
+    """
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        # A signal handler may run between any two bytecodes of the reactor.
+        reactor.callFromThread(onSignal)
+
+    previous = signal.signal(number, handler)
+    ignoreAtExit(number)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {number})
+
+    def restore() -> None:
+        signal.signal(number, previous)
+
+    return restore
+
+
+def ignoreSignal(number: signal.Signals) -> None:
+    """
+    Ignore signal ``number`` in this process from now on (one held back
+    while it started is dropped).
+    """
+    signal.signal(number, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {number})

@@ -110,6 +110,34 @@ NO_METRICS = ServerMetrics()
 """The `ServerMetrics` of a factory that counts nothing."""
 
 
+class SupervisorMetrics:
+    """
+    Where a `hellotcp.workers.WorkerSupervisor` (the parent of ``--workers``)
+    reports the life of its workers; this one ignores it.
+    """
+
+    def workersRunning(self, count: int) -> None:
+        """
+        ``count`` workers are running and ready now.
+        """
+
+    def workerStarted(self, reason: str) -> None:
+        """
+        A worker process was started: ``start`` (the first of its number),
+        ``restart`` (its predecessor died), ``roll`` (a rolling restart,
+        SIGUSR2) or ``hung`` (its predecessor stopped answering).
+        """
+
+    def rollCompleted(self) -> None:
+        """
+        A rolling restart replaced every worker.
+        """
+
+
+NO_SUPERVISOR_METRICS = SupervisorMetrics()
+"""The `SupervisorMetrics` of a supervisor that counts nothing."""
+
+
 class MetricsUnavailableError(ImportError):
     """
     ``prometheus_client`` (the ``metrics`` extra) is not installed; the

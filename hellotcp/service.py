@@ -7,6 +7,7 @@ stopping gracefully.
 from __future__ import annotations
 
 import math
+import signal
 from typing import cast
 
 from twisted.application.internet import StreamServerEndpointService
@@ -18,6 +19,7 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
     IReactorCore,
+    IReactorFromThreads,
     IReactorTime,
     IStreamServerEndpoint,
 )
@@ -33,7 +35,7 @@ from ._listeners import (
     withBacklog,
 )
 from ._proxy import ProxyFactory
-from ._signals import SAME_REQUEST, StopSignals
+from ._signals import SAME_REQUEST, StopSignals, callOnSignal, ignoreSignal
 from ._twistedcompat import closeAfterAccepting, raiseListenErrors
 from .protocol import HelloServerFactory
 from .tls import ReloadableServerTLS, TLSServerFactory
@@ -194,12 +196,25 @@ class HelloService(MultiService):
 
     def startService(self) -> None:
         """
-        Take over SIGTERM and SIGINT (see `StopSignals`), and listen on
-        every endpoint not listening yet.
+        With ``handleSignals``, take over SIGTERM and SIGINT (see
+        `hellotcp._signals.StopSignals`) and SIGUSR2; then listen on every
+        endpoint not listening yet.
         """
         if self._signals is not None:
             self._signals.takeOver()
+            if self._worker:
+                # A rolling restart is the parent's business.
+                ignoreSignal(signal.SIGUSR2)
+            else:
+                reactor = cast(IReactorFromThreads, self._reactor)
+                callOnSignal(reactor, signal.SIGUSR2, self._nothingToRoll)
         self._startListeners(privileged=False)
+
+    def _nothingToRoll(self) -> None:
+        _log.info(
+            "SIGUSR2: nothing to roll: this server is a single process "
+            "(a rolling restart needs --workers); serving on"
+        )
 
     def _startListeners(self, privileged: bool) -> None:
         # MultiService's own start methods would let the first error escape

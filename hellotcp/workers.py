@@ -56,6 +56,7 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IProcessTransport,
     IReactorCore,
+    IReactorFromThreads,
     IReactorProcess,
     IReactorTime,
 )
@@ -71,8 +72,9 @@ from ._listeners import (
     exitingOnListenError,
     startListeners,
 )
-from ._signals import StopSignals
+from ._signals import StopSignals, callOnSignal
 from ._twistedcompat import stopAccepting, tcpEndpointAddress
+from .metrics import NO_SUPERVISOR_METRICS, SupervisorMetrics
 from .tls import ReloadableServerTLS
 
 _log = Logger()
@@ -116,6 +118,11 @@ LONGEST_PAUSE = 30.0
 # After SIGTERM, workers get the shutdown timeout plus this to exit by
 # themselves before they are killed.
 _KILL_MARGIN = 5.0
+
+ROLL_START_TIMEOUT = 30.0
+"""Seconds a new worker of a rolling restart (SIGUSR2) gets to say that it
+is ready; one that does not is killed, and the roll stops with the old
+worker serving."""
 
 # Where several SO_REUSEPORT sockets on one port share its connections out
 # (Linux 3.9 and later); elsewhere the option lets the last socket bound take
@@ -213,13 +220,13 @@ def reportReady() -> None:
 
 
 # The signals a worker starts with blocked, until it handles them.
-_HELD = frozenset({signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
+_HELD = frozenset({signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR2})
 
 
 @contextmanager
 def _signalsHeld() -> Iterator[None]:
     """
-    Block SIGHUP, SIGTERM and SIGINT in this thread for a moment: a process
+    Block SIGHUP, SIGTERM, SIGINT and SIGUSR2 in this thread for a moment: a process
     started meanwhile inherits the block, and such a signal to this process
     waits until the end.
     """
@@ -404,6 +411,11 @@ class _WorkerProcess(ProcessProtocol):
     The parent's side of one worker process.
 
     :ivar ready: The worker said that it is ready.
+    :ivar becameReady: Fires when the worker says that it is ready.
+    :ivar ended: Fires when the worker process has exited.
+    :ivar exitStatus: How it exited, in words, once it has.
+    :ivar retiring: A rolling restart replaced it and told it to drain: its
+        exit is expected, and nothing replaces it.
     :ivar hangUpWaiting: A SIGHUP came while it was starting: it is sent
         once the worker is ready.
     """
@@ -417,6 +429,9 @@ class _WorkerProcess(ProcessProtocol):
         self.started = 0.0
         self.pid: int | None = None
         self.ready = False
+        self.becameReady: Deferred[None] = Deferred()
+        self.retiring = False
+        self.exitStatus: str | None = None
         self.hangUpWaiting = False
         self.ended: Deferred[None] = Deferred()
 
@@ -427,6 +442,7 @@ class _WorkerProcess(ProcessProtocol):
         if childFD == self.readyDescriptor and data and not self.ready:
             self.ready = True
             self.supervisor._workerReady(self)
+            self.becameReady.callback(None)
 
     def processEnded(self, reason: Failure) -> None:
         """
@@ -474,6 +490,8 @@ class WorkerSupervisor(MultiService):
         `hellotcp._signals.StopSignals`), as ``twist hellotcp`` asks.
     :param exitOnListenError: Turn a `ListenError` into the program's
         one-line `SystemExit`, as ``twist hellotcp`` asks.
+    :param metrics: Where the workers' starts, the number running and the
+        completed rolling restarts are counted.
     :param onWorkerExit: Called with the process id of each worker that
         exits.
     :param reloads: Whether the workers have files to reload on SIGHUP (TLS
@@ -495,8 +513,14 @@ class WorkerSupervisor(MultiService):
         reloads: bool = True,
         tls: ReloadableServerTLS | None = None,
         exitOnListenError: bool = False,
+        metrics: SupervisorMetrics = NO_SUPERVISOR_METRICS,
     ) -> None:
         MultiService.__init__(self)
+        self._metrics = metrics
+        # Every worker process not exited yet: those serving, new ones of a
+        # rolling restart still starting, and old ones draining.
+        self._running: set[_WorkerProcess] = set()
+        self._rolling = False
         self._exitOnListenError = exitOnListenError
         self._reloads = reloads
         self._tls = tls
@@ -526,11 +550,13 @@ class WorkerSupervisor(MultiService):
         """
         if self._signals is not None:
             self._signals.takeOver()
+            reactor = cast(IReactorFromThreads, self._reactor)
+            callOnSignal(reactor, signal.SIGUSR2, self.roll)
         with exitingOnListenError(self._exitOnListenError):
             self._openListeners()
         self._devnull = open(os.devnull, "rb")
         for worker in range(1, self.count + 1):
-            self._start(worker)
+            self._start(worker, "start")
 
     def _openListeners(self) -> None:
         for description in self.listeners:
@@ -550,8 +576,15 @@ class WorkerSupervisor(MultiService):
             self._closeListeners()
             raise
 
-    def _start(self, worker: int) -> None:
+    def _start(self, worker: int, reason: str) -> None:
         self._restarts.pop(worker, None)
+        self._protocols[worker] = self._spawn(worker, reason)
+
+    def _spawn(self, worker: int, reason: str) -> _WorkerProcess:
+        """
+        Start a process for worker number ``worker``, on that number's
+        sockets, for ``reason`` (see `SupervisorMetrics.workerStarted`).
+        """
         readyDescriptor = FIRST_LISTENER_DESCRIPTOR + len(self._listeners)
         protocol = _WorkerProcess(self, worker, readyDescriptor)
         protocol.started = cast(IReactorTime, self._reactor).seconds()
@@ -583,16 +616,32 @@ class WorkerSupervisor(MultiService):
                 childFDs=childFDs,
             )
         protocol.pid = process.pid
-        self._protocols[worker] = protocol
+        self._running.add(protocol)
+        self._metrics.workerStarted(reason)
         _log.info("worker {worker} started (pid {pid})", worker=worker, pid=process.pid)
+        return protocol
 
     def _workerEnded(self, protocol: _WorkerProcess, reason: Failure) -> None:
         worker = protocol.worker
-        self._protocols.pop(worker, None)
+        self._running.discard(protocol)
         pid = protocol.pid
         status = _exitDescription(reason)
+        protocol.exitStatus = status
         if pid is not None and self._onWorkerExit is not None:
             self._onWorkerExit(pid)
+        if self._protocols.get(worker) is not protocol:
+            # Replaced by a rolling restart, or a new worker of one that
+            # failed to start: the roll itself says what happened.
+            if protocol.retiring and not reason.check(ProcessDone):
+                _log.warn(
+                    "worker {worker} (pid {pid}) {status}",
+                    worker=worker,
+                    pid=pid,
+                    status=status,
+                )
+            return
+        del self._protocols[worker]
+        self._countRunning()
         if self._stopping:
             if not reason.check(ProcessDone):
                 _log.warn("worker {worker} {status}", worker=worker, status=status)
@@ -613,13 +662,18 @@ class WorkerSupervisor(MultiService):
             pause=pause,
         )
         self._restarts[worker] = cast(IReactorTime, self._reactor).callLater(
-            pause, self._start, worker
+            pause, self._start, worker, "restart"
         )
 
     def _workerReady(self, protocol: _WorkerProcess) -> None:
-        if protocol.hangUpWaiting and self._protocols.get(protocol.worker) is protocol:
+        if protocol.hangUpWaiting and protocol in self._running:
             protocol.hangUpWaiting = False
             self._signal(protocol, signal.SIGHUP)
+        self._countRunning()
+
+    def _countRunning(self) -> None:
+        ready = sum(1 for protocol in self._protocols.values() if protocol.ready)
+        self._metrics.workersRunning(ready)
 
     def _signal(self, protocol: _WorkerProcess, number: int) -> None:
         if protocol.transport is None:
@@ -642,9 +696,10 @@ class WorkerSupervisor(MultiService):
 
     def signalWorkers(self, number: int) -> None:
         """
-        Send signal ``number`` to every running worker.
+        Send signal ``number`` to every worker process running, those
+        starting or draining in a rolling restart included.
         """
-        for protocol in list(self._protocols.values()):
+        for protocol in list(self._running):
             self._signal(protocol, number)
 
     def hangUp(self) -> None:
@@ -659,8 +714,8 @@ class WorkerSupervisor(MultiService):
             return
         if self._tls is not None:
             self._tls.reload(quiet=True)
-        ready = [p for p in self._protocols.values() if p.ready]
-        starting = [p for p in self._protocols.values() if not p.ready]
+        ready = [p for p in self._running if p.ready]
+        starting = [p for p in self._running if not p.ready]
         _log.info(
             "SIGHUP: {ready} workers reload their TLS files now, "
             "{starting} once started",
@@ -671,6 +726,102 @@ class WorkerSupervisor(MultiService):
             self._signal(protocol, signal.SIGHUP)
         for protocol in starting:
             protocol.hangUpWaiting = True
+
+    def roll(self) -> None:
+        """
+        What SIGUSR2 to the parent does: replace every worker, one at a time,
+        by a new process running the code installed now.  Each new worker
+        serves on its number's sockets before the old one is told to drain
+        (SIGTERM), so no queued or open connection is lost.  A new worker
+        that does not start stops the roll, and the old one serves on.  A
+        SIGUSR2 during a roll, or while stopping, is ignored with one line.
+        """
+        if self._stopping:
+            _log.info("SIGUSR2: stopping; no rolling restart")
+            return
+        if self._rolling:
+            _log.info("SIGUSR2: a rolling restart is under way already; ignored")
+            return
+        self._rolling = True
+        rolled = Deferred.fromCoroutine(self._roll())
+        rolled.addErrback(lambda failure: _log.failure("rolling restart", failure))
+
+    async def _roll(self) -> None:
+        try:
+            workers = sorted(self._protocols)
+            _log.info(
+                "SIGUSR2: rolling restart of {count} workers, one at a time",
+                count=len(workers),
+            )
+            for worker in workers:
+                if self._stopping:
+                    return
+                if not await self._replace(worker):
+                    return
+            _log.info(
+                "rolling restart complete: {count} workers replaced",
+                count=len(workers),
+            )
+            self._metrics.rollCompleted()
+        finally:
+            self._rolling = False
+
+    async def _replace(self, worker: int) -> bool:
+        """
+        Replace worker number ``worker`` by a new process; whether it was.
+        """
+        old = self._protocols.get(worker)
+        new = self._spawn(worker, "roll")
+        if not await self._startedInTime(new):
+            if new.transport is not None and new in self._running:
+                self._signal(new, signal.SIGKILL)
+            _log.error(
+                "rolling restart stopped: the new worker {worker} (pid {pid}) "
+                "{why}; the old one (pid {old}) serves on",
+                worker=worker,
+                pid=new.pid,
+                why=new.exitStatus or f"was not ready within {ROLL_START_TIMEOUT} s",
+                old=old.pid if old is not None else None,
+            )
+            return False
+        if self._stopping:
+            return False
+        self._protocols[worker] = new
+        self._countRunning()
+        if old is not None and old in self._running:
+            old.retiring = True
+            self._signal(old, signal.SIGTERM)
+            await old.ended
+        _log.info(
+            "rolling restart: worker {worker} replaced (pid {old} by pid {new})",
+            worker=worker,
+            old=old.pid if old is not None else None,
+            new=new.pid,
+        )
+        return True
+
+    def _startedInTime(self, protocol: _WorkerProcess) -> Deferred[bool]:
+        """
+        Whether ``protocol``'s worker says that it is ready before it exits
+        and within `ROLL_START_TIMEOUT`.
+        """
+        settled: Deferred[bool] = Deferred()
+
+        def settle(ready: bool) -> None:
+            if not settled.called:
+                settled.callback(ready)
+
+        protocol.becameReady.addCallback(lambda _: settle(True))
+        protocol.ended.addCallback(lambda _: settle(False))
+        clock = cast(IReactorTime, self._reactor)
+        timeout = clock.callLater(ROLL_START_TIMEOUT, settle, False)
+
+        def cancelTimeout(ready: bool) -> bool:
+            if timeout.active():
+                timeout.cancel()
+            return ready
+
+        return settled.addCallback(cancelTimeout)
 
     def stopService(self) -> Deferred[None]:
         """
@@ -684,7 +835,7 @@ class WorkerSupervisor(MultiService):
                 restart.cancel()
         self._restarts.clear()
         self._closeListeners()
-        waiting = [protocol.ended for protocol in self._protocols.values()]
+        waiting = [protocol.ended for protocol in self._running]
         self.signalWorkers(signal.SIGTERM)
         kill = cast(IReactorTime, self._reactor).callLater(
             self._shutdownTimeout + _KILL_MARGIN, self.signalWorkers, signal.SIGKILL

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from attrs import define, field
 from OpenSSL import SSL
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
@@ -569,6 +570,61 @@ def exchangesUntilRefused(
         else:
             lost.append(answer)
     return greeted, lost
+
+
+@define
+class Load:
+    """
+    What `continuousLoad` counted.
+
+    :ivar attempted: Exchanges begun (a connection tried).
+    :ivar greeted: Exchanges answered with the greeting.
+    :ivar lost: Every other outcome: a refused or reset connection, or an
+        answer other than the greeting.
+    """
+
+    attempted: int = 0
+    greeted: int = 0
+    lost: list[object] = field(factory=list)
+
+
+def continuousLoad(
+    port: int, stop: threading.Event, limit: int = 200_000, host: str = "127.0.0.1"
+) -> Load:
+    """
+    Greet the server at ``port`` one exchange after another, as the classic
+    client does (message, then read to the end), until ``stop`` is set
+    (``limit`` exchanges at most); a refused connection counts as lost, not
+    as the end.
+    """
+    load = Load()
+    while load.attempted < limit and not stop.is_set():
+        load.attempted += 1
+        try:
+            with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
+                sock.sendall(b"Hello, server!\n")
+                answer = readToEnd(sock)
+        except OSError as error:
+            load.lost.append(error)
+            continue
+        if answer == GREETING:
+            load.greeted += 1
+        else:
+            load.lost.append(answer)
+    return load
+
+
+FIGURES = "reliability-figures.jsonl"
+"""Where the proof suite's tests record what they measured, one JSON line
+per test, in trial's working folder (.ci/run prints them)."""
+
+
+def report(test: str, **figures: object) -> None:
+    """
+    Record the figures a test measured.
+    """
+    with open(FIGURES, "a") as file:
+        file.write(json.dumps({"test": test, **figures}) + "\n")
 
 
 # Exchanges that end every way a client can end them.

@@ -15,7 +15,6 @@ defence would take (seconds of waiting for an attacker's timeout).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import socket
@@ -24,7 +23,6 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet import reactor
@@ -39,10 +37,17 @@ from hellotcp import greet
 from hellotcp.tls import clientTLS
 
 from .pki import PKI, tlsListen
-from .support import TIMEOUT, CommandTestCase, Process, command, freePort, inThread
+from .support import (
+    TIMEOUT,
+    CommandTestCase,
+    Process,
+    command,
+    freePort,
+    inThread,
+    report,
+)
 
 GREETING = b"Hello, client!"
-FIGURES = "reliability-figures.jsonl"
 
 LATENCY_MARGIN = 4
 """
@@ -72,14 +77,6 @@ SOAK_MEASURED_AT_LEAST = 20_000
 The fewest exchanges the soak's second half must make for its memory bound
 (2 MiB: about 100 bytes an exchange) to mean anything.
 """
-
-
-def report(test: str, **figures: Any) -> None:
-    """
-    Record the figures a test measured.
-    """
-    with open(FIGURES, "a") as file:
-        file.write(json.dumps({"test": test, **figures}) + "\n")
 
 
 def openDescriptors(pid: int) -> int:

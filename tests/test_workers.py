@@ -27,6 +27,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from hellotcp import workers
 from hellotcp.certs import issue, writeIssued
+from hellotcp.metrics import NO_SUPERVISOR_METRICS, SupervisorMetrics
 from hellotcp.service import ListenError
 from hellotcp.tls import CertificateFiles, ReloadableServerTLS, ServerTLSFiles
 from hellotcp.workers import (
@@ -51,12 +52,14 @@ from .support import (
     classicClient,
     command,
     connect,
+    continuousLoad,
     exchangesUntilRefused,
     expires,
     freePort,
     hangUpStorm,
     inThread,
     readToEnd,
+    report,
     scrape,
     scrapeUntil,
 )
@@ -124,6 +127,26 @@ class ProcessReactor(MemoryReactorClock):
         self.spawned[index]["protocol"].processEnded(Failure(reason))
 
 
+class CountingMetrics(SupervisorMetrics):
+    """
+    Supervisor metrics that remember what they were told.
+    """
+
+    def __init__(self) -> None:
+        self.starts: list[str] = []
+        self.running: list[int] = []
+        self.rolls = 0
+
+    def workersRunning(self, count: int) -> None:
+        self.running.append(count)
+
+    def workerStarted(self, reason: str) -> None:
+        self.starts.append(reason)
+
+    def rollCompleted(self) -> None:
+        self.rolls += 1
+
+
 def ready(fake: ProcessReactor, index: int) -> None:
     """
     The ``index``th process spawned says that it is ready.
@@ -150,7 +173,10 @@ class SupervisorTests(SynchronousTestCase):
     """
 
     def supervisor(
-        self, count: int = 2, listeners: Sequence[str] = ("tcp:0:interface=127.0.0.1",)
+        self,
+        count: int = 2,
+        listeners: Sequence[str] = ("tcp:0:interface=127.0.0.1",),
+        metrics: SupervisorMetrics = NO_SUPERVISOR_METRICS,
     ) -> tuple[WorkerSupervisor, ProcessReactor, list[int]]:
         """
         A started supervisor on a fake reactor, with real sockets.
@@ -167,6 +193,7 @@ class SupervisorTests(SynchronousTestCase):
             shutdownTimeout=5,
             handleSignals=False,
             onWorkerExit=exited.append,
+            metrics=metrics,
         )
         supervisor.startService()
         self.addCleanup(supervisor._closeListeners)
@@ -258,6 +285,111 @@ class SupervisorTests(SynchronousTestCase):
         self.successResultOf(stopped)
         fake.advance(60)
         self.assertEqual(len(fake.spawned), 2)
+
+    def test_roll(self) -> None:
+        """
+        A rolling restart replaces the workers one at a time: each new one
+        gets the old one's sockets and is ready before the old one is told
+        to drain, and the next starts only once the old one has exited.
+        The parent logs a line per worker and one at the end; the metrics
+        count the starts by reason and the completed roll.
+        """
+        counted = CountingMetrics()
+        supervisor, fake, exited = self.supervisor(metrics=counted)
+        ready(fake, 0)
+        ready(fake, 1)
+        with capturedLogs() as events:
+            supervisor.roll()
+            self.assertEqual(len(fake.spawned), 3)
+            new = fake.spawned[2]
+            self.assertEqual(new["env"][WORKER_VARIABLE], "1")
+            self.assertEqual(
+                new["childFDs"][FIRST_LISTENER_DESCRIPTOR],
+                fake.spawned[0]["childFDs"][FIRST_LISTENER_DESCRIPTOR],
+            )
+            # Not ready yet: the old one serves on, untouched.
+            self.assertEqual(fake.spawned[0]["process"].signals, [])
+            ready(fake, 2)
+            self.assertEqual(fake.spawned[0]["process"].signals, [signal.SIGTERM])
+            self.assertEqual(len(fake.spawned), 3)  # worker 2 waits its turn
+            fake.end(0, 0)
+            self.assertEqual(len(fake.spawned), 4)
+            self.assertEqual(fake.spawned[3]["env"][WORKER_VARIABLE], "2")
+            ready(fake, 3)
+            fake.end(1, 0)
+            fake.advance(60)
+        self.assertEqual(len(fake.spawned), 4)  # no restart of the retired
+        self.assertEqual(exited, [1000, 1001])
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                "SIGUSR2: rolling restart of 2 workers, one at a time",
+                "worker 1 started (pid 1002)",
+                "rolling restart: worker 1 replaced (pid 1000 by pid 1002)",
+                "worker 2 started (pid 1003)",
+                "rolling restart: worker 2 replaced (pid 1001 by pid 1003)",
+                "rolling restart complete: 2 workers replaced",
+            ],
+        )
+        self.assertEqual(
+            {w: p.pid for w, p in supervisor.processes.items()}, {1: 1002, 2: 1003}
+        )
+        self.assertEqual(counted.starts, ["start", "start", "roll", "roll"])
+        self.assertEqual(counted.rolls, 1)
+        self.assertEqual(counted.running[-1], 2)
+
+    def test_rollStopsWhenANewWorkerFails(self) -> None:
+        """
+        A new worker that exits before it is ready stops the roll; the old
+        one is never signalled and serves on, and nothing restarts the
+        failed one.  One that is never ready is killed after the timeout.
+        """
+        supervisor, fake, _ = self.supervisor(count=1)
+        ready(fake, 0)
+        with capturedLogs() as events:
+            supervisor.roll()
+            fake.end(1, 1)
+            fake.advance(60)
+        self.assertEqual(fake.spawned[0]["process"].signals, [])
+        self.assertEqual(len(fake.spawned), 2)
+        self.assertEqual(supervisor.processes[1].pid, 1000)
+        self.assertEqual(
+            formatEvent(events[-1]),
+            "rolling restart stopped: the new worker 1 (pid 1001) exited with "
+            "status 1; the old one (pid 1000) serves on",
+        )
+        supervisor.roll()
+        fake.advance(workers.ROLL_START_TIMEOUT)
+        self.assertEqual(fake.spawned[2]["process"].signals, [signal.SIGKILL])
+        self.assertEqual(fake.spawned[0]["process"].signals, [])
+        # The roll is over: another SIGUSR2 starts a new one.
+        fake.end(2, 1)
+        supervisor.roll()
+        self.assertEqual(len(fake.spawned), 4)
+
+    def test_rollIgnoredDuringRoll(self) -> None:
+        """
+        SIGUSR2 during a roll is ignored with one line; SIGTERM during a
+        roll stops every process, the new and the old, and nothing starts
+        after.
+        """
+        supervisor, fake, _ = self.supervisor(count=2)
+        supervisor.roll()
+        with capturedLogs() as events:
+            supervisor.roll()
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            ["SIGUSR2: a rolling restart is under way already; ignored"],
+        )
+        self.assertEqual(len(fake.spawned), 3)
+        stopped = supervisor.stopService()
+        for spawned in fake.spawned:
+            self.assertEqual(spawned["process"].signals, [signal.SIGTERM])
+        for index in range(3):
+            fake.end(index, 0)
+        self.successResultOf(stopped)
+        fake.advance(60)
+        self.assertEqual(len(fake.spawned), 3)
 
     def test_killAfterTimeout(self) -> None:
         """
@@ -374,7 +506,7 @@ class SupervisorTests(SynchronousTestCase):
             supervisor.hangUp()
         self.assertEqual(len(events), 1)
         self.assertTrue(tls.servesIntermediates)
-        supervisor._start(1)
+        supervisor._start(1, "restart")
         self.assertEqual(fake.spawned[-1]["env"][INTERMEDIATES_VARIABLE], "1")
 
     def test_hangUpWithoutFiles(self) -> None:
@@ -564,6 +696,18 @@ def logEvents(path: str) -> list[dict[str, Any]]:
         return [dict(event) for event in eventsFromJSONLogFile(lines)]
 
 
+def workerPids(path: str) -> dict[int, int]:
+    """
+    The process of each worker number that the parent started last, from
+    its log at ``path``.
+    """
+    return {
+        e["worker"]: e["pid"]
+        for e in logEvents(path)
+        if e.get("log_format") == "worker {worker} started (pid {pid})"
+    }
+
+
 class WorkersCommandTests(CommandTestCase):
     """
     ``twist hellotcp --workers 2``, in real processes.
@@ -593,11 +737,14 @@ class WorkersCommandTests(CommandTestCase):
         )
         return server, port, log
 
-    async def waitForLog(self, log: str, test: Any, what: str) -> list[dict[str, Any]]:
+    async def waitForLog(
+        self, log: str, test: Any, what: str, seconds: float = 10
+    ) -> list[dict[str, Any]]:
         """
-        Wait (10 s at most) until the log holds events that pass ``test``.
+        Wait (``seconds`` at most) until the log holds events that pass
+        ``test``.
         """
-        for _ in range(200):
+        for _ in range(int(seconds / 0.05)):
             found = [event for event in logEvents(log) if test(event)]
             if found:
                 return found
@@ -678,6 +825,82 @@ class WorkersCommandTests(CommandTestCase):
         for pid in workers:
             with self.assertRaises(ProcessLookupError):
                 os.kill(pid, 0)
+
+    async def test_rollUnderLoad(self) -> None:
+        """
+        ``kill -USR2`` replaces both workers, one at a time, by new
+        processes, while four clients greet without pause: not one exchange
+        is refused, reset or left unanswered.  The parent logs one line per
+        worker and one when the roll is complete, and exits 0 on SIGTERM.
+        """
+        server, port, log = await self.startWorkers()
+        await self.waitForLog(
+            log, lambda e: len(workerPids(log)) == 2, "both workers started"
+        )
+        before = set(workerPids(log).values())
+        stop = threading.Event()
+        # Whatever happens, the clients stop with the test.
+        self.addCleanup(stop.set)
+        loads = [inThread(continuousLoad, port, stop) for _ in range(4)]
+        await deferLater(reactor, 0.5)
+        assert server.transport is not None
+        server.transport.signalProcess(signal.SIGUSR2)
+        await self.waitForLog(
+            log,
+            lambda e: "rolling restart complete" in formatEvent(e),
+            "the roll complete",
+            seconds=60,
+        )
+        await deferLater(reactor, 0.5)
+        stop.set()
+        counted = [await load for load in loads]
+        attempted = sum(load.attempted for load in counted)
+        greeted = sum(load.greeted for load in counted)
+        lost = [problem for load in counted for problem in load.lost]
+        report("rolling restart under load", attempted=attempted, lost=len(lost))
+        self.assertEqual(lost, [])
+        self.assertEqual(greeted, attempted)
+        self.assertGreater(attempted, 100)
+        lines = [
+            formatEvent(e)
+            for e in logEvents(log)
+            if "rolling restart" in formatEvent(e)
+        ]
+        self.assertEqual(len(lines), 4, lines)
+        self.assertTrue(lines[0].startswith("SIGUSR2: rolling restart of 2 workers"))
+        self.assertEqual(lines[-1], "rolling restart complete: 2 workers replaced")
+        serving = set(workerPids(log).values())
+        self.assertEqual(len(serving), 2)
+        self.assertFalse(serving & before)
+        server.transport.signalProcess("TERM")
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+
+    async def test_rollRefusedCases(self) -> None:
+        """
+        SIGUSR2 to a single-process server says in one line that there is
+        nothing to roll, and it serves on.
+        """
+        port = freePort()
+        log = os.path.join(self.folder, "single.log")
+        server = await self.startServer(
+            [
+                command("twist"),
+                "--log-format=json",
+                f"--log-file={log}",
+                "hellotcp",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+            ],
+            port,
+        )
+        assert server.transport is not None
+        server.transport.signalProcess(signal.SIGUSR2)
+        await self.waitForLog(
+            log, lambda e: "nothing to roll" in formatEvent(e), "nothing to roll"
+        )
+        self.assertEqual((await inThread(classicClient, port))[0], b"Hello, client!")
+        server.transport.signalProcess("TERM")
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
 
     async def test_groupSIGTERM(self) -> None:
         """
