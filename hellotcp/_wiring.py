@@ -35,6 +35,7 @@ from .protocol import HelloServerFactory, ServerSettings
 from .service import HelloService
 from .tls import ReloadableServerTLS
 from .workers import (
+    DEFAULT_WORKER_TIMEOUT,
     WorkerCommand,
     WorkerSupervisor,
     dieWithParent,
@@ -62,6 +63,8 @@ class ServerPlan:
     :ivar tls: The TLS files of the TLS listeners.
     :ivar metrics: Where ``/metrics`` is served, if anywhere.
     :ivar workers: How many worker processes serve the listeners.
+    :ivar workerTimeout: Seconds without a heartbeat after which a worker is
+        taken for hung.
     :ivar arguments: The plugin's command line as given, which each worker
         runs again.
     """
@@ -74,6 +77,7 @@ class ServerPlan:
     tls: ReloadableServerTLS | None = None
     metrics: str | None = None
     workers: int = 1
+    workerTimeout: float = DEFAULT_WORKER_TIMEOUT
     arguments: list[str] = field(factory=list)
 
 
@@ -159,7 +163,7 @@ def _server(
         stampLogs(worker)
         dieWithParent()
         adopted = inheritedListeners(reactor, len(listeners))
-        reactor.callWhenRunning(reportReady)
+        reactor.callWhenRunning(reportReady, cast(IReactorTime, reactor))
     for (description, secure), endpoint in zip(listeners, adopted, strict=True):
         service.listen(description, secure=secure, adopted=endpoint)
     if plan.tls is not None:
@@ -217,6 +221,7 @@ def _supervisor(
         exitOnListenError=True,
         reloads=plan.tls is not None,
         tls=plan.tls,
+        workerTimeout=plan.workerTimeout,
     )
     # SIGHUP is safe from here on, before any worker starts.
     holdHangUps(cast(IReactorFromThreads, reactor), supervisor.hangUp)

@@ -32,7 +32,10 @@ from .protocol import DEFAULT_GREETING, ServerSettings
 from .service import HelloService
 from .tls import CertificateFiles, ReloadableServerTLS, ServerTLSFiles, TLSFileError
 from .workers import (
+    DEFAULT_WORKER_TIMEOUT,
+    HEARTBEAT_INTERVAL,
     INTERMEDIATES_VARIABLE,
+    MIN_WORKER_TIMEOUT,
     NotAdoptableError,
     WorkerCountError,
     WorkerSupervisor,
@@ -164,6 +167,14 @@ class Options(OneLineErrorOptions):
             "supervises them.",
         ],
         [
+            "worker-timeout",
+            None,
+            str(int(DEFAULT_WORKER_TIMEOUT)),
+            "With --workers: seconds without a heartbeat after which a worker "
+            "is taken for hung, killed and started again "
+            f"(at least {MIN_WORKER_TIMEOUT:g}).",
+        ],
+        [
             "metrics",
             None,
             None,
@@ -261,6 +272,13 @@ class Options(OneLineErrorOptions):
         self["backlog"] = number(int, "backlog", self["backlog"], maximum=MAX_BACKLOG)
         with asUsageError(WorkerCountError):
             self["workers"] = workerCount(self["workers"])
+        self["worker-timeout"] = number(float, "worker-timeout", self["worker-timeout"])
+        if self["worker-timeout"] < MIN_WORKER_TIMEOUT:
+            raise usage.UsageError(
+                f"--worker-timeout must be at least {MIN_WORKER_TIMEOUT:g} "
+                "seconds (a worker beats every "
+                f"{HEARTBEAT_INTERVAL:g} s)"
+            )
         # A SIGHUP from here on reloads what is about to be read.
         noteHangUps()
         self["tls"] = self._loadTLS()
@@ -397,6 +415,7 @@ def makeService(config: Options) -> HelloService | WorkerSupervisor:
         tls=config["tls"],
         metrics=config["metrics"],
         workers=config["workers"],
+        workerTimeout=config["worker-timeout"],
         arguments=config.arguments,
     )
     reactor = cast(IReactorCore, config.reactor)

@@ -61,6 +61,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, LogEvent, Logger, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -119,10 +120,22 @@ LONGEST_PAUSE = 30.0
 # themselves before they are killed.
 _KILL_MARGIN = 5.0
 
-ROLL_START_TIMEOUT = 30.0
-"""Seconds a new worker of a rolling restart (SIGUSR2) gets to say that it
-is ready; one that does not is killed, and the roll stops with the old
-worker serving."""
+HEARTBEAT_INTERVAL = 0.5
+"""Seconds between the heartbeats a ready worker writes to its parent."""
+
+DEFAULT_WORKER_TIMEOUT = 10.0
+"""Seconds without a heartbeat after which the parent takes a ready worker
+for hung (its loop stuck, or the process stopped): it is killed with
+SIGKILL and started again, as gunicorn's ``--timeout`` does."""
+
+MIN_WORKER_TIMEOUT = 4 * HEARTBEAT_INTERVAL
+"""The shortest worker timeout: several heartbeats, so that one late beat
+of a busy worker is not taken for a hang."""
+
+START_TIMEOUT = 30.0
+"""Seconds a new worker gets to say that it is ready.  One that does not is
+killed: started by a rolling restart (SIGUSR2), the roll stops with the old
+worker serving; otherwise it is started again, as a hung one is."""
 
 # Where several SO_REUSEPORT sockets on one port share its connections out
 # (Linux 3.9 and later); elsewhere the option lets the last socket bound take
@@ -199,24 +212,48 @@ def thisWorker() -> int | None:
     return int(value) if value else None
 
 
-def reportReady() -> None:
+def reportReady(clock: IReactorTime) -> LoopingCall | None:
     """
     Tell the parent that this worker is ready (its SIGHUP handler is in
     place and its listeners are up), on the descriptor the parent named in
-    `READY_VARIABLE`, and close it.  Nothing happens without a parent.
+    `READY_VARIABLE`, then keep telling it that this worker is alive: a
+    heartbeat every `HEARTBEAT_INTERVAL` seconds, written by the reactor's
+    loop, so that a worker whose loop is stuck stops beating.  Nothing
+    happens without a parent.
+
+    :returns: The heartbeat, if there is a parent to hear it.
     """
     value = os.environ.get(READY_VARIABLE)
     if not value:
-        return
+        return None
     descriptor = int(value)
+    # A parent that does not read (it is stopping) must not block the loop.
+    os.set_blocking(descriptor, False)
+    if not _beat(descriptor, b"ready\n"):
+        return None
+
+    def beat() -> None:
+        if not _beat(descriptor, b"."):
+            heartbeat.stop()
+
+    heartbeat = LoopingCall(beat)
+    heartbeat.clock = clock
+    heartbeat.start(HEARTBEAT_INTERVAL, now=False)
+    return heartbeat
+
+
+def _beat(descriptor: int, data: bytes) -> bool:
+    """
+    Write ``data`` on the pipe to the parent; whether the parent is there.
+    """
     try:
-        os.write(descriptor, b"ready\n")
+        os.write(descriptor, data)
+    except BlockingIOError:  # the pipe is full: the parent is busy, not gone
+        return True
     except OSError:  # the parent is gone: the kernel sends SIGTERM
-        pass
-    try:
         os.close(descriptor)
-    except OSError:
-        pass
+        return False
+    return True
 
 
 # The signals a worker starts with blocked, until it handles them.
@@ -411,6 +448,9 @@ class _WorkerProcess(ProcessProtocol):
     The parent's side of one worker process.
 
     :ivar ready: The worker said that it is ready.
+    :ivar lastBeat: When the worker last said it was alive (ready or a
+        heartbeat), by the supervisor's clock.
+    :ivar hung: The supervisor took it for hung and killed it.
     :ivar becameReady: Fires when the worker says that it is ready.
     :ivar ended: Fires when the worker process has exited.
     :ivar exitStatus: How it exited, in words, once it has.
@@ -429,6 +469,8 @@ class _WorkerProcess(ProcessProtocol):
         self.started = 0.0
         self.pid: int | None = None
         self.ready = False
+        self.lastBeat = 0.0
+        self.hung = False
         self.becameReady: Deferred[None] = Deferred()
         self.retiring = False
         self.exitStatus: str | None = None
@@ -437,9 +479,13 @@ class _WorkerProcess(ProcessProtocol):
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         """
-        The worker wrote on its readiness pipe: it is ready.
+        The worker wrote on its readiness pipe: it is ready, or, after that,
+        alive.
         """
-        if childFD == self.readyDescriptor and data and not self.ready:
+        if childFD != self.readyDescriptor or not data:
+            return
+        self.lastBeat = cast(IReactorTime, self.supervisor._reactor).seconds()
+        if not self.ready:
             self.ready = True
             self.supervisor._workerReady(self)
             self.becameReady.callback(None)
@@ -490,6 +536,8 @@ class WorkerSupervisor(MultiService):
         `hellotcp._signals.StopSignals`), as ``twist hellotcp`` asks.
     :param exitOnListenError: Turn a `ListenError` into the program's
         one-line `SystemExit`, as ``twist hellotcp`` asks.
+    :param workerTimeout: Seconds without a heartbeat after which a ready
+        worker is taken for hung, killed and started again.
     :param metrics: Where the workers' starts, the number running and the
         completed rolling restarts are counted.
     :param onWorkerExit: Called with the process id of each worker that
@@ -514,8 +562,12 @@ class WorkerSupervisor(MultiService):
         tls: ReloadableServerTLS | None = None,
         exitOnListenError: bool = False,
         metrics: SupervisorMetrics = NO_SUPERVISOR_METRICS,
+        workerTimeout: float = DEFAULT_WORKER_TIMEOUT,
     ) -> None:
         MultiService.__init__(self)
+        self._workerTimeout = workerTimeout
+        self._watch = LoopingCall(self._checkHeartbeats)
+        self._watch.clock = cast(IReactorTime, reactor)
         self._metrics = metrics
         # Every worker process not exited yet: those serving, new ones of a
         # rolling restart still starting, and old ones draining.
@@ -557,6 +609,34 @@ class WorkerSupervisor(MultiService):
         self._devnull = open(os.devnull, "rb")
         for worker in range(1, self.count + 1):
             self._start(worker, "start")
+        self._watch.start(HEARTBEAT_INTERVAL, now=False)
+
+    def _checkHeartbeats(self) -> None:
+        now = cast(IReactorTime, self._reactor).seconds()
+        for protocol in list(self._protocols.values()):
+            if protocol.hung:
+                continue
+            if protocol.ready:
+                silent = now - protocol.lastBeat
+                if silent <= self._workerTimeout:
+                    continue
+                problem = (
+                    f"stopped answering: no heartbeat for {silent:.1f} s "
+                    f"(worker timeout {self._workerTimeout:g} s)"
+                )
+            elif now - protocol.started > START_TIMEOUT:
+                problem = f"was not ready within {START_TIMEOUT:g} s"
+            else:
+                continue
+            protocol.hung = True
+            _log.error(
+                "worker {worker} (pid {pid}) {problem}; killing it and "
+                "starting another",
+                worker=protocol.worker,
+                pid=protocol.pid,
+                problem=problem,
+            )
+            self._signal(protocol, signal.SIGKILL)
 
     def _openListeners(self) -> None:
         for description in self.listeners:
@@ -647,6 +727,10 @@ class WorkerSupervisor(MultiService):
                 _log.warn("worker {worker} {status}", worker=worker, status=status)
             return
         lived = cast(IReactorTime, self._reactor).seconds() - protocol.started
+        if protocol.hung:
+            # Its replacement starts at once: the hang was logged already.
+            self._start(worker, "hung")
+            return
         if lived >= STABLE_AFTER:
             self._youngDeaths[worker] = 0
             pause = 0.0
@@ -780,7 +864,7 @@ class WorkerSupervisor(MultiService):
                 "{why}; the old one (pid {old}) serves on",
                 worker=worker,
                 pid=new.pid,
-                why=new.exitStatus or f"was not ready within {ROLL_START_TIMEOUT} s",
+                why=new.exitStatus or f"was not ready within {START_TIMEOUT} s",
                 old=old.pid if old is not None else None,
             )
             return False
@@ -803,7 +887,7 @@ class WorkerSupervisor(MultiService):
     def _startedInTime(self, protocol: _WorkerProcess) -> Deferred[bool]:
         """
         Whether ``protocol``'s worker says that it is ready before it exits
-        and within `ROLL_START_TIMEOUT`.
+        and within `START_TIMEOUT`.
         """
         settled: Deferred[bool] = Deferred()
 
@@ -814,7 +898,7 @@ class WorkerSupervisor(MultiService):
         protocol.becameReady.addCallback(lambda _: settle(True))
         protocol.ended.addCallback(lambda _: settle(False))
         clock = cast(IReactorTime, self._reactor)
-        timeout = clock.callLater(ROLL_START_TIMEOUT, settle, False)
+        timeout = clock.callLater(START_TIMEOUT, settle, False)
 
         def cancelTimeout(ready: bool) -> bool:
             if timeout.active():
@@ -830,6 +914,8 @@ class WorkerSupervisor(MultiService):
         after the shutdown timeout (and a margin) is killed.
         """
         self._stopping = True
+        if self._watch.running:
+            self._watch.stop()
         for restart in self._restarts.values():
             if restart.active():
                 restart.cancel()

@@ -177,6 +177,7 @@ class SupervisorTests(SynchronousTestCase):
         count: int = 2,
         listeners: Sequence[str] = ("tcp:0:interface=127.0.0.1",),
         metrics: SupervisorMetrics = NO_SUPERVISOR_METRICS,
+        workerTimeout: float = 3600,
     ) -> tuple[WorkerSupervisor, ProcessReactor, list[int]]:
         """
         A started supervisor on a fake reactor, with real sockets.
@@ -194,6 +195,7 @@ class SupervisorTests(SynchronousTestCase):
             handleSignals=False,
             onWorkerExit=exited.append,
             metrics=metrics,
+            workerTimeout=workerTimeout,
         )
         supervisor.startService()
         self.addCleanup(supervisor._closeListeners)
@@ -260,6 +262,9 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(len(fake.spawned), 3)
         fake.advance(0.01)
         self.assertEqual(len(fake.spawned), 4)
+        # Ready (as a worker that runs a while is), so not taken for hung.
+        ready(fake, 1)
+        ready(fake, 3)
         fake.advance(60)
         fake.end(3)
         self.assertEqual(len(fake.spawned), 4)
@@ -359,13 +364,54 @@ class SupervisorTests(SynchronousTestCase):
             "status 1; the old one (pid 1000) serves on",
         )
         supervisor.roll()
-        fake.advance(workers.ROLL_START_TIMEOUT)
+        fake.advance(workers.START_TIMEOUT)
         self.assertEqual(fake.spawned[2]["process"].signals, [signal.SIGKILL])
         self.assertEqual(fake.spawned[0]["process"].signals, [])
         # The roll is over: another SIGUSR2 starts a new one.
         fake.end(2, 1)
         supervisor.roll()
         self.assertEqual(len(fake.spawned), 4)
+
+    def test_hungWorkerReplaced(self) -> None:
+        """
+        A ready worker that sends no heartbeat for longer than the worker
+        timeout is killed (SIGKILL), with one line, and started again at
+        once; one that beats, or is still starting, is left alone.
+        """
+        counted = CountingMetrics()
+        _, fake, _ = self.supervisor(metrics=counted, workerTimeout=2)
+        ready(fake, 0)
+        ready(fake, 1)
+        beats = fake.spawned[1]["protocol"]
+        with capturedLogs() as events:
+            for _ in range(10):
+                fake.advance(0.5)
+                beats.childDataReceived(beats.readyDescriptor, b".")
+        self.assertEqual(fake.spawned[1]["process"].signals, [])
+        self.assertEqual(fake.spawned[0]["process"].signals, [signal.SIGKILL])
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                "worker 1 (pid 1000) stopped answering: no heartbeat for 2.5 s "
+                "(worker timeout 2 s); killing it and starting another"
+            ],
+        )
+        fake.end(0, -9)
+        self.assertEqual(len(fake.spawned), 3)
+        self.assertEqual(fake.spawned[2]["env"][WORKER_VARIABLE], "1")
+        self.assertEqual(counted.starts, ["start", "start", "hung"])
+        # The new one is not judged by its heartbeat before it is ready,
+        # but it must be ready in time.
+        fake.advance(workers.START_TIMEOUT)
+        self.assertEqual(fake.spawned[2]["process"].signals, [])
+        with capturedLogs() as events:
+            fake.advance(1)
+        self.assertEqual(fake.spawned[2]["process"].signals, [signal.SIGKILL])
+        self.assertEqual(
+            formatEvent(events[0]),
+            "worker 1 (pid 1002) was not ready within 30 s; killing it and "
+            "starting another",
+        )
 
     def test_rollIgnoredDuringRoll(self) -> None:
         """
@@ -696,6 +742,16 @@ def logEvents(path: str) -> list[dict[str, Any]]:
         return [dict(event) for event in eventsFromJSONLogFile(lines)]
 
 
+def killQuietly(pid: int) -> None:
+    """
+    Kill process ``pid`` if it still runs.
+    """
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def workerPids(path: str) -> dict[int, int]:
     """
     The process of each worker number that the parent started last, from
@@ -872,6 +928,55 @@ class WorkersCommandTests(CommandTestCase):
         serving = set(workerPids(log).values())
         self.assertEqual(len(serving), 2)
         self.assertFalse(serving & before)
+        server.transport.signalProcess("TERM")
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+
+    async def test_hungWorkerReplaced(self) -> None:
+        """
+        A worker stopped for good (SIGSTOP) is taken for hung after the
+        worker timeout, killed and started again, and the connections queued
+        on its socket meanwhile are served by its replacement; only an
+        exchange the worker had accepted when it stopped may be lost.
+        """
+        server, port, log = await self.startWorkers("--worker-timeout", "2")
+        await self.waitForLog(
+            log, lambda e: len(workerPids(log)) == 2, "both workers started"
+        )
+        hung = workerPids(log)[1]
+        # A stopped process holds its pipes open: it must not outlive the test.
+        self.addCleanup(killQuietly, hung)
+        server.allowedErrors.append("stopped answering: no heartbeat")
+        stop = threading.Event()
+        self.addCleanup(stop.set)
+        loads = [inThread(continuousLoad, port, stop) for _ in range(4)]
+        # Worker 1 runs its loop (it greets), so it said that it is ready.
+        await self.waitForLog(
+            log,
+            lambda e: e.get("worker") == 1 and e.get("outcome") == "greeted",
+            "worker 1 greets",
+        )
+        os.kill(hung, signal.SIGSTOP)
+        await self.waitForLog(
+            log,
+            lambda e: workerPids(log).get(1) not in (None, hung),
+            "worker 1 started again",
+        )
+        await deferLater(reactor, 1)
+        stop.set()
+        counted = [await load for load in loads]
+        attempted = sum(load.attempted for load in counted)
+        lost = [problem for load in counted for problem in load.lost]
+        report("hung worker replaced", attempted=attempted, lost=len(lost))
+        self.assertLessEqual(len(lost), 4, lost)
+        [line] = [
+            formatEvent(e)
+            for e in logEvents(log)
+            if "stopped answering" in formatEvent(e)
+        ]
+        self.assertIn(f"worker 1 (pid {hung}) stopped answering", line)
+        with self.assertRaises(ProcessLookupError):
+            os.kill(hung, 0)
+        assert server.transport is not None
         server.transport.signalProcess("TERM")
         self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
 
