@@ -368,6 +368,8 @@ class _Listener:
 def _reusePortSockets(
     family: socket.AddressFamily, interface: str, port: int, backlog: int, count: int
 ) -> list[socket.socket]:
+    if port != 0:
+        _refuseIfListening(family, interface, port)
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
@@ -386,6 +388,21 @@ def _reusePortSockets(
             listening.close()
         raise
     return sockets
+
+
+def _refuseIfListening(family: socket.AddressFamily, interface: str, port: int) -> None:
+    """
+    Raise ``EADDRINUSE`` if another socket listens on ``interface:port``.
+
+    ``SO_REUSEPORT`` would let this process join the group of sockets that
+    another one (of the same user) listens with, such as a second
+    supervisor started by mistake, and share its connections; a socket
+    without the option cannot bind where one listens, so try one first.
+    """
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As Twisted's listenTCP: a port left in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((interface, port))
 
 
 class _SharedWithWorkers(Factory):

@@ -224,6 +224,31 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(len(ports), 1)
         self.assertEqual(sorted(supervisor.processes), [1, 2, 3])
 
+    def test_portServedByAnotherGroup(self) -> None:
+        """
+        A port on which another process listens with ``SO_REUSEPORT`` (a
+        second supervisor started by mistake) is in use: the supervisor
+        does not join its group, and nothing is spawned.
+        """
+        other = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(other.close)
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen(5)
+        port = other.getsockname()[1]
+        fake = ProcessReactor()
+        supervisor = WorkerSupervisor(
+            fake,
+            2,
+            [f"tcp:{port}:interface=127.0.0.1"],
+            WorkerCommand([]),
+            shutdownTimeout=5,
+        )
+        with self.assertRaises(ListenError) as raised:
+            supervisor.startService()
+        self.assertEqual(raised.exception.reason, "Address already in use")
+        self.assertEqual(fake.spawned, [])
+
     def test_sharedSocket(self) -> None:
         """
         Where SO_REUSEPORT does not spread connections, a TCP socket is
@@ -976,6 +1001,35 @@ class WorkersCommandTests(CommandTestCase):
         self.assertIn(f"worker 1 (pid {hung}) stopped answering", line)
         with self.assertRaises(ProcessLookupError):
             os.kill(hung, 0)
+        assert server.transport is not None
+        server.transport.signalProcess("TERM")
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+
+    async def test_secondSupervisorRefused(self) -> None:
+        """
+        A second ``--workers`` server on the port the first one serves
+        exits 1 with one line, instead of joining the first one's
+        ``SO_REUSEPORT`` group; the first serves on.
+        """
+        server, port, _ = await self.startWorkers()
+        status, _, err = await self.runCommand(
+            [
+                command("twist"),
+                "hellotcp",
+                "--workers",
+                "2",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+            ]
+        )
+        self.assertOneLine(
+            status,
+            err,
+            f"hellotcp: error: cannot listen on tcp:{port}:interface=127.0.0.1"
+            ":backlog=4096: Address already in use",
+        )
+        self.assertEqual(status, 1)
+        self.assertEqual((await inThread(classicClient, port))[0], b"Hello, client!")
         assert server.transport is not None
         server.transport.signalProcess("TERM")
         self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
