@@ -16,6 +16,7 @@ import atexit
 import fcntl
 import os
 import shutil
+from collections.abc import Callable
 from typing import Any, cast
 
 from attrs import field, frozen
@@ -28,6 +29,7 @@ from . import metrics
 from ._filelimit import RESERVED_DESCRIPTORS, fitFileLimit, raiseFileLimit
 from ._listeners import DEFAULT_BACKLOG, splitProxy, withBacklog
 from ._signals import holdHangUps
+from ._systemd import notify, reloading
 from ._twistedcompat import ParentLogging
 from .metricspage import MAX_CONNECTIONS as METRICS_MAX_CONNECTIONS
 from .metricspage import metricsSite
@@ -155,7 +157,14 @@ def _server(
         worker=worker is not None,
     )
     # SIGHUP is safe from here on (a worker's parent held it back until now).
-    holdHangUps(cast(IReactorFromThreads, reactor), service.hangUp)
+    if worker is None:
+        holdHangUps(cast(IReactorFromThreads, reactor), _toldToSystemd(service.hangUp))
+        # The listeners are up once the reactor runs (twist and twistd start
+        # the service first).
+        reactor.callWhenRunning(notify, "READY=1")
+        reactor.addSystemEventTrigger("before", "shutdown", notify, "STOPPING=1")
+    else:
+        holdHangUps(cast(IReactorFromThreads, reactor), service.hangUp)
     listeners = [(d, False) for d in plan.listen]
     listeners += [(d, True) for d in plan.tlsListen]
     adopted: list[Any] = [None] * len(listeners)
@@ -224,7 +233,10 @@ def _supervisor(
         workerTimeout=plan.workerTimeout,
     )
     # SIGHUP is safe from here on, before any worker starts.
-    holdHangUps(cast(IReactorFromThreads, reactor), supervisor.hangUp)
+    holdHangUps(cast(IReactorFromThreads, reactor), _toldToSystemd(supervisor.hangUp))
+    # The parent speaks for its workers: ready once every one serves.
+    supervisor.ready.addCallback(lambda _: notify("READY=1"))
+    reactor.addSystemEventTrigger("before", "shutdown", notify, "STOPPING=1")
     if logging.appendTo is not None:
         appending = _AppendingLog(logging.appendTo)
         appending.setServiceParent(supervisor)  # type: ignore[no-untyped-call]
@@ -235,6 +247,22 @@ def _supervisor(
         listener.setName(f"{plan.metrics} (metrics)")
         listener.setServiceParent(supervisor)
     return supervisor
+
+
+def _toldToSystemd(hangUp: Callable[[], object]) -> Callable[[], None]:
+    """
+    ``hangUp`` (what SIGHUP does) between systemd's ``RELOADING=1`` and
+    ``READY=1``, so that ``systemctl reload`` waits for it.
+    """
+
+    def reload() -> None:
+        reloading()
+        try:
+            hangUp()
+        finally:
+            notify("READY=1")
+
+    return reload
 
 
 def _fitParentFileLimit(

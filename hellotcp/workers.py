@@ -74,6 +74,7 @@ from ._listeners import (
     startListeners,
 )
 from ._signals import StopSignals, callOnSignal
+from ._systemd import NOTIFY_VARIABLE
 from ._twistedcompat import stopAccepting, tcpEndpointAddress
 from .metrics import NO_SUPERVISOR_METRICS, SupervisorMetrics
 from .tls import ReloadableServerTLS
@@ -539,6 +540,8 @@ class WorkerSupervisor(MultiService):
     signals on, and stop them all gracefully.
 
     :ivar count: How many workers run.
+    :ivar ready: Fires once every worker has said that it is ready, the
+        first time.
     :ivar listeners: The endpoint descriptions the parent opens, in the
         order the workers adopt them.
     :ivar command: What each worker runs.
@@ -590,6 +593,7 @@ class WorkerSupervisor(MultiService):
         # rolling restart still starting, and old ones draining.
         self._running: set[_WorkerProcess] = set()
         self._rolling = False
+        self.ready: Deferred[None] = Deferred()
         self._exitOnListenError = exitOnListenError
         self._reloads = reloads
         self._tls = tls
@@ -698,6 +702,8 @@ class WorkerSupervisor(MultiService):
         environment = dict(os.environ)
         environment.update(self.command.environment)
         environment[WORKER_VARIABLE] = str(worker)
+        # The parent speaks to systemd for every worker.
+        environment.pop(NOTIFY_VARIABLE, None)
         if self._tls is not None:
             keep = self._tls.servesIntermediates
             environment[INTERMEDIATES_VARIABLE] = "1" if keep else "0"
@@ -775,6 +781,8 @@ class WorkerSupervisor(MultiService):
     def _countRunning(self) -> None:
         ready = sum(1 for protocol in self._protocols.values() if protocol.ready)
         self._metrics.workersRunning(ready)
+        if ready == self.count and not self.ready.called:
+            self.ready.callback(None)
 
     def _signal(self, protocol: _WorkerProcess, number: int) -> None:
         if protocol.transport is None:

@@ -7,13 +7,27 @@ started with an inherited listening socket as descriptor 3 and
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import struct
 import sys
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SkipTest
 
-from .support import TIMEOUT, CommandTestCase, Process, classicClient, command, inThread
+from hellotcp._systemd import NOTIFY_VARIABLE
+
+from .support import (
+    TIMEOUT,
+    CommandTestCase,
+    Process,
+    classicClient,
+    command,
+    freePort,
+    inThread,
+)
 
 # Like systemd: descriptor 3 is the socket, LISTEN_PID names the process that
 # will use it (the pid survives the exec), LISTEN_FDNAMES names the socket
@@ -181,3 +195,130 @@ class SocketActivationTests(CommandTestCase):
         self.assertEqual(await process.ended.addTimeout(TIMEOUT, reactor), 0)
         self.assertNotIn(b"error", process.out + process.err)
         return process
+
+
+class NotifySocket:
+    """
+    A stand-in for systemd's notification socket: a datagram socket that
+    receives with the sender's credentials.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.path = os.path.join(folder, "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.setblocking(False)
+
+    def received(self) -> list[tuple[int, list[str]]]:
+        """
+        Every notification waiting: the sender's pid and its states.
+        """
+        found: list[tuple[int, list[str]]] = []
+        credentials = struct.calcsize("3i")
+        while True:
+            try:
+                data, ancillary, _, _ = self.sock.recvmsg(
+                    4096, socket.CMSG_SPACE(credentials)
+                )
+            except BlockingIOError:
+                return found
+            pid = -1
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("3i", value[:credentials])[0]
+            found.append((pid, data.decode().split("\n")))
+
+    async def waitFor(self, state: str) -> list[tuple[int, list[str]]]:
+        """
+        Wait (10 s at most) for a notification holding ``state``; every one
+        received until then.
+        """
+        seen: list[tuple[int, list[str]]] = []
+        for _ in range(200):
+            seen += self.received()
+            if any(state in states for _, states in seen):
+                return seen
+            await deferLater(reactor, 0.05)
+        raise AssertionError(f"systemd was never told {state}: {seen}")
+
+
+class NotifyTests(CommandTestCase):
+    """
+    ``Type=notify``: what the server tells systemd, and when.
+    """
+
+    async def test_unitVerifies(self) -> None:
+        """
+        ``systemd-analyze verify`` accepts the shipped units (the command
+        line pointed at this machine's ``twist``), and the service is
+        ``Type=notify``, main process only.
+        """
+        analyze = shutil.which("systemd-analyze")
+        if analyze is None and not os.environ.get("CI"):
+            raise SkipTest("no systemd-analyze (apt-get install systemd)")
+        assert analyze is not None, "CI installs systemd-analyze (.ci/run)"
+        folder = os.path.join(self.folder, "units")
+        os.mkdir(folder)
+        for name in ("hellotcp.service", "hellotcp.socket"):
+            with open(os.path.join(os.path.dirname(UNIT), name)) as unit:
+                text = unit.read().replace("/opt/hellotcp/bin/twist", command("twist"))
+            with open(os.path.join(folder, name), "w") as copy:
+                copy.write(text)
+        self.assertIn("Type=notify\n", text := open(UNIT).read())
+        self.assertIn("NotifyAccess=main\n", text)
+        status, out, err = await self.runCommand(
+            [analyze, "verify", os.path.join(folder, "hellotcp.service")]
+        )
+        self.assertEqual((status, out, err), (0, "", ""))
+
+    async def notified(self, *extra: str) -> None:
+        """
+        Start ``twist hellotcp`` under a stand-in for systemd: ``READY=1``
+        comes once the port answers, ``RELOADING=1`` and ``READY=1`` around
+        SIGHUP, ``STOPPING=1`` on SIGTERM, all from the main process.
+        """
+        notifications = NotifySocket(self.folder)
+        self.addCleanup(notifications.sock.close)
+        port = freePort()
+        self.env[NOTIFY_VARIABLE] = notifications.path
+        server = await self.startServer(
+            [
+                command("twist"),
+                "hellotcp",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                *extra,
+            ],
+            port,
+        )
+        assert server.transport is not None
+        main = server.transport.pid
+        seen = await notifications.waitFor("READY=1")
+        # Ready means answering, every worker included.
+        answers = await inThread(lambda: [classicClient(port)[0] for _ in range(10)])
+        self.assertEqual(answers, [b"Hello, client!"] * 10)
+        server.transport.signalProcess("HUP")
+        seen += await notifications.waitFor("READY=1")
+        server.transport.signalProcess("TERM")
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+        seen += notifications.received()
+        self.assertEqual({pid for pid, _ in seen}, {main})
+        states = [states[0] for _, states in seen]
+        self.assertEqual(states, ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"])
+        [reload] = [states for _, states in seen if states[0] == "RELOADING=1"]
+        self.assertRegex(reload[1], r"^MONOTONIC_USEC=\d+$")
+
+    async def test_notify(self) -> None:
+        """
+        A single process tells systemd when it is ready, reloading and
+        stopping.
+        """
+        await self.notified()
+
+    async def test_notifyWithWorkers(self) -> None:
+        """
+        With ``--workers 2``, the parent speaks for them, once both serve;
+        the workers say nothing.
+        """
+        await self.notified("--workers", "2")
