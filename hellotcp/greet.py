@@ -8,7 +8,7 @@ included, against hellotcp or the classic blocking-socket server.
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import connectProtocol, wrapClientTLS
+from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
@@ -20,6 +20,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
+from ._twistedcompat import wrapClientTLSOn
 from ._wire import DEFAULT_MESSAGE, canHalfClose
 
 __all__ = [
@@ -160,7 +161,8 @@ def greet(
     Connect to a hellotcp (or classic) server, send ``message``, and return
     its answer.
 
-    :param reactor: The clock for the timeout.
+    :param reactor: The clock for the timeout (and for TLS's batching of
+        writes).
     :param endpoint: Where to connect: any client endpoint, TLS included.
     :param message: The message; text is sent as UTF-8.
     :param timeout: Seconds for the whole exchange, connection included.
@@ -175,7 +177,7 @@ def greet(
     if isinstance(message, str):
         message = message.encode("utf-8")
     if tls is not None:
-        endpoint = wrapClientTLS(tls, endpoint)
+        endpoint = wrapClientTLSOn(reactor, tls, endpoint)
     protocol = HelloClientProtocol(message)
     connecting = connectProtocol(endpoint, protocol)
     response: Deferred[bytes] = connecting.addCallback(lambda _: protocol.response)

@@ -21,7 +21,7 @@ from typing import Any
 from attrs import define, field
 from cryptography import x509
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import connectProtocol, wrapClientTLS
+from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IHandshakeListener,
@@ -34,6 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._escape import escape
+from ._twistedcompat import wrapClientTLSOn
 from ._wire import canHalfClose, formatAddress
 from .greet import HelloClientProtocol
 
@@ -276,7 +277,7 @@ def probe(
     ``describe`` names them.
     """
     if tls is not None:
-        endpoint = wrapClientTLS(tls, endpoint)
+        endpoint = wrapClientTLSOn(reactor, tls, endpoint)
     record = ExchangeRecord(
         sequence=sequence, started=reactor.seconds(), message=message
     )

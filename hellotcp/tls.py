@@ -4,8 +4,8 @@ TLS for hellotcp: loading certificates and keys with clear errors, the
 server's reloadable TLS settings, and the client's verified ones.
 
 The protocols know nothing of this module: TLS wraps their factories from
-outside (`TLSServerFactory` on the server, `wrapClientTLS` in
-`hellotcp.greet.greet`), and `HalfCloseableTLS` reports what the handshake
+outside (`TLSServerFactory` on the server, Twisted's ``wrapClientTLS``
+in `hellotcp.greet.greet`), and `HalfCloseableTLS` reports what the handshake
 settles, or why TLS failed, through `hellotcp.protocol.IConnectionReport`.
 Why a TLS connection failed is put in words in one place,
 `describeTLSError`.
@@ -36,6 +36,7 @@ from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
+    IReactorTime,
 )
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -938,9 +939,18 @@ class TLSServerFactory(KeepsRefusals, TLSMemoryBIOFactory):  # type: ignore[misc
     protocol = HalfCloseableTLS
 
     def __init__(
-        self, settings: ReloadableServerTLS, wrappedFactory: IProtocolFactory
+        self,
+        settings: ReloadableServerTLS,
+        wrappedFactory: IProtocolFactory,
+        clock: IReactorTime | None = None,
     ) -> None:
-        super().__init__(settings, False, wrappedFactory)
+        """
+        :param settings: The server's TLS settings.
+        :param wrappedFactory: The factory to serve over TLS.
+        :param clock: What TLS batches small writes on (to the next turn of
+            the clock); the global reactor if `None`.
+        """
+        super().__init__(settings, False, wrappedFactory, clock=clock)
 
 
 def serverTLS(
@@ -968,12 +978,22 @@ def serveTLS(
     certificate: str,
     privateKey: str | None = None,
     clientCAs: str | None = None,
+    clock: IReactorTime | None = None,
 ) -> TLSServerFactory:
     """
     ``factory`` (a `hellotcp.protocol.HelloServerFactory`) served over TLS,
     for any server endpoint's ``listen``: the settings of `serverTLS`, and
     connections that half-close as plain ones do.
 
+    :param factory: The factory to serve.
+    :param certificate: As for `serverTLS`.
+    :param privateKey: As for `serverTLS`.
+    :param clientCAs: As for `serverTLS`.
+    :param clock: What TLS batches small writes on: the global reactor
+        unless given; a test's `twisted.internet.task.Clock` in memory
+        (`hellotcp.testing`).
     :raises TLSFileError: Naming the file and the problem.
     """
-    return TLSServerFactory(serverTLS(certificate, privateKey, clientCAs), factory)
+    return TLSServerFactory(
+        serverTLS(certificate, privateKey, clientCAs), factory, clock=clock
+    )

@@ -32,14 +32,11 @@ from OpenSSL import SSL
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import (
-    IProtocol,
-    IProtocolFactory,
     IReactorProcess,
     IReactorTime,
-    IStreamClientEndpoint,
 )
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock, deferLater
@@ -49,7 +46,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
-from zope.interface import implementer
 
 from hellotcp import protocol as protocolModule
 from hellotcp.certs import Issued
@@ -434,27 +430,6 @@ def oneLine(text: str) -> bool:
 
 
 # The client side in memory.
-
-
-@implementer(IStreamClientEndpoint)
-class InstantEndpoint:
-    """
-    A client endpoint that connects at once to an in-memory transport.
-    """
-
-    def __init__(self) -> None:
-        self.transport = HalfCloseableTransport()
-        self.protocol: IProtocol | None = None
-
-    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
-        """
-        Connect a protocol from ``factory`` to `transport`.
-        """
-        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
-        assert protocol is not None
-        protocol.makeConnection(self.transport)
-        self.protocol = protocol
-        return succeed(protocol)
 
 
 # Metrics pages.

@@ -195,6 +195,27 @@ class ExampleTests(DocTestCase):
         self.assertEqual(classicClient(port)[0], b"Hello from a .tac file!")
         self.assertEqual(classicClient(plain)[0], b"Hello, client!")
 
+    def test_testingExample(self) -> None:
+        """
+        The example of docs/testing.md passes under trial, as a user runs
+        it, every one of its tests.
+        """
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "twisted.trial",
+                os.path.join(EXAMPLES, "test_greeter.py"),
+            ],
+            cwd=self.folder,
+            env=self.env,
+            capture_output=True,
+            timeout=TIMEOUT,
+        )
+        output = result.stdout.decode()
+        self.assertEqual(result.returncode, 0, output)
+        self.assertIn("PASSED (successes=3)", output)
+
     def test_greetOnce(self) -> None:
         """
         The client example prints the greeting.

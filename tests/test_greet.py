@@ -10,11 +10,13 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     ISSLTransport,
 )
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides
 
+from hellotcp import HelloServerFactory, ServerSettings
 from hellotcp.greet import (
     AnswerCutShortError,
     HelloClientProtocol,
@@ -22,8 +24,9 @@ from hellotcp.greet import (
     ResponseTooLongError,
     greet,
 )
+from hellotcp.testing import MemoryEndpoint
 
-from .support import HalfCloseableTransport, InstantEndpoint
+from .support import HalfCloseableTransport, captureLogs
 
 
 class ClientProtocolTests(SynchronousTestCase):
@@ -140,26 +143,34 @@ class GreetTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.endpoint = InstantEndpoint()
+        self.events = captureLogs(self)
 
     def test_answer(self) -> None:
         """
         `greet` sends the message (text as UTF-8) and fires with the answer.
         """
-        answer = greet(self.clock, self.endpoint, "Grüß", timeout=5)
-        self.assertEqual(self.endpoint.transport.value(), "Grüß".encode())
-        assert self.endpoint.protocol is not None
-        self.endpoint.protocol.dataReceived(b"Hello, client!")
-        self.endpoint.protocol.connectionLost(Failure(ConnectionDone()))
+        server = HelloServerFactory(ServerSettings(), self.clock)
+        endpoint = MemoryEndpoint(self.clock, server)
+        answer = greet(self.clock, endpoint, "Grüß", timeout=5)
+        self.assertEqual(
+            endpoint.connections[0].clientTransport.value(), "Grüß".encode()
+        )
+        endpoint.flush()
         self.assertEqual(self.successResultOf(answer), b"Hello, client!")
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        [event] = [e for e in self.events if "outcome" in e]
+        self.assertEqual(event["message"], "Grüß")
 
     def test_timeout(self) -> None:
         """
         With no answer within the timeout, `greet` aborts the connection and
         fails with `TimeoutError`.
         """
-        answer = greet(self.clock, self.endpoint, b"Hi", timeout=5)
+        endpoint = MemoryEndpoint(self.clock, Factory.forProtocol(Protocol))
+        answer = greet(self.clock, endpoint, b"Hi", timeout=5)
+        endpoint.flush()
         self.clock.advance(5)
-        self.assertTrue(self.endpoint.transport.disconnected)
+        self.assertTrue(endpoint.connections[0].clientTransport.disconnecting)
+        endpoint.flush()
+        self.assertTrue(endpoint.connections[0].closed)
         self.failureResultOf(answer, TimeoutError)

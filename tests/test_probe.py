@@ -6,11 +6,15 @@ statistics, on in-memory transports and a fake clock.
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol, ITCPTransport
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
+from hellotcp import HelloServerFactory, ServerSettings
 from hellotcp.probe import (
     ExchangeRecord,
     Statistics,
@@ -20,8 +24,9 @@ from hellotcp.probe import (
     pingLine,
     probe,
 )
+from hellotcp.testing import MemoryEndpoint
 
-from .support import HalfCloseableTransport, InstantEndpoint
+from .support import HalfCloseableTransport
 
 
 def describe(failure: Failure) -> tuple[str, str]:
@@ -107,6 +112,33 @@ class TracingTests(SynchronousTestCase):
         self.assertIsNone(data["rtt_ms"])  # no kernel socket in memory
 
 
+@implementer(IHalfCloseableProtocol)
+class PartAnswer(Protocol):
+    """
+    A server that sends part of a greeting at once, and resets the
+    connection when it hears the end of the client's message.
+    """
+
+    transport: ITCPTransport
+
+    def connectionMade(self) -> None:
+        """
+        Answer in part.
+        """
+        self.transport.write(b"Hello, cl")
+
+    def readConnectionLost(self) -> None:
+        """
+        Reset the connection.
+        """
+        self.transport.abortConnection()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Not used: this server never half-closes.
+        """
+
+
 class ProbeTests(SynchronousTestCase):
     """
     `probe` never fails: failures are recorded.
@@ -118,24 +150,23 @@ class ProbeTests(SynchronousTestCase):
         took and the client as the one who closed.
         """
         clock = Clock()
-        endpoint = InstantEndpoint()
+        endpoint = MemoryEndpoint(clock, Factory.forProtocol(Protocol))
         result = probe(clock, endpoint, 7, b"Hi", 2.0, None, describe)
+        endpoint.flush()
         clock.advance(2.0)
         record = self.successResultOf(result)
         self.assertEqual((record.sequence, record.outcome), (7, "TimeoutError"))
         self.assertEqual((record.totalMs, record.closedBy), (2000.0, "client"))
-        self.assertTrue(endpoint.transport.disconnected)
+        self.assertTrue(endpoint.connections[0].clientTransport.disconnecting)
 
     def test_answer(self) -> None:
         """
         An answered exchange is recorded as greeted with the response.
         """
         clock = Clock()
-        endpoint = InstantEndpoint()
+        endpoint = MemoryEndpoint(clock, HelloServerFactory(ServerSettings(), clock))
         result = probe(clock, endpoint, 1, b"Hi", 2.0, None, describe)
-        assert endpoint.protocol is not None
-        endpoint.protocol.dataReceived(b"Hello, client!")
-        endpoint.protocol.connectionLost(Failure(ConnectionDone()))
+        endpoint.flush()
         record = self.successResultOf(result)
         self.assertEqual(
             (record.outcome, record.response), ("greeted", b"Hello, client!")
@@ -148,11 +179,9 @@ class ProbeTests(SynchronousTestCase):
         whose record keeps the part received.
         """
         clock = Clock()
-        endpoint = InstantEndpoint()
+        endpoint = MemoryEndpoint(clock, Factory.forProtocol(PartAnswer))
         result = probe(clock, endpoint, 1, b"Hi", 2.0, None, describe)
-        assert endpoint.protocol is not None
-        endpoint.protocol.dataReceived(b"Hello, cl")
-        endpoint.protocol.connectionLost(Failure(ConnectionLost()))
+        endpoint.flush()
         record = self.successResultOf(result)
         self.assertEqual(
             (record.outcome, record.response, record.closedBy),

@@ -19,13 +19,16 @@ import hellotcp
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(hellotcp.__file__)))
 DOCS = os.path.join(ROOT, "docs")
 
-# What docs/embedding.md tells an application to put in its mypy settings.
-DOCUMENTED_SETTINGS = """\
-[mypy]
-strict = True
-plugins = mypy_zope:plugin
-untyped_calls_exclude = twisted, hellotcp
-"""
+
+def documentedSettings() -> str:
+    """
+    What docs/embedding.md tells an application to put in its mypy
+    settings: the page's ``ini`` block, as it is.
+    """
+    with open(os.path.join(DOCS, "embedding.md"), encoding="utf-8") as page:
+        [settings] = re.findall(r"^```ini\n(.*?)^```", page.read(), re.M | re.S)
+    return str(settings)
+
 
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.M | re.S)
 
@@ -63,8 +66,9 @@ def strictMypy(test: SynchronousTestCase, sources: dict[str, str]) -> str:
     folder = os.path.abspath(test.mktemp())
     os.makedirs(folder)
     with open(os.path.join(folder, "mypy.ini"), "w") as settings:
-        settings.write(DOCUMENTED_SETTINGS)
+        settings.write(documentedSettings())
     for name, text in sources.items():
+        os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
         with open(os.path.join(folder, name), "w", encoding="utf-8") as source:
             source.write(text)
     result = subprocess.run(
@@ -101,9 +105,16 @@ class TypedPackageTests(SynchronousTestCase):
         """
         examples = documentedPython()
         self.assertGreaterEqual(len(examples), 6)
+        # Test modules go in a tests package, as an application keeps them.
         sources = {
-            f"example_{index}.py": text for index, text in enumerate(examples.values())
+            (
+                f"tests/test_example_{index}.py"
+                if name.startswith("examples/test_")
+                else f"example_{index}.py"
+            ): text
+            for index, (name, text) in enumerate(examples.items())
         }
+        sources["tests/__init__.py"] = ""
         sources["misuse.py"] = (
             "from twisted.internet import reactor\n"
             "from twisted.internet.endpoints import TCP4ClientEndpoint\n"
@@ -111,7 +122,7 @@ class TypedPackageTests(SynchronousTestCase):
             "answer: str = greet(reactor, TCP4ClientEndpoint(reactor, 'h', 1))\n"
         )
         report = strictMypy(self, sources)
-        names = dict(zip(sources, [*examples, "misuse"], strict=True))
+        names = dict(zip(sources, [*examples, "tests", "misuse"], strict=True))
         errors = [line for line in report.splitlines() if ": error:" in line]
         wrong = [
             f"{names[line.split(':')[0]]}: {line}"
