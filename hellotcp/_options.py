@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +44,33 @@ def cut(value: str, length: int = _SHOWN) -> str:
     longer: how a long mistake is named in a one-line error.
     """
     return value if len(value) <= length else value[:length] + "..."
+
+
+_MISSING = re.compile(
+    r"missing \d+ required (?:positional|keyword-only) arguments?: (.*)$"
+)
+_UNEXPECTED = re.compile(r"got an unexpected keyword argument '([^']*)'")
+
+
+def describeEndpointError(error: BaseException) -> str:
+    """
+    Why Twisted could not make an endpoint from a description, in words a
+    user of the command line reads: a parser's `TypeError` names Python
+    arguments (``_parseTCP() missing 1 required positional argument:
+    'port'``), which become the description's parts (``the port is
+    missing``, ``no parameter bogus=``).
+    """
+    text = str(error)
+    if isinstance(error, TypeError):
+        missing = _MISSING.search(text)
+        if missing:
+            names = re.findall(r"'([^']*)'", missing.group(1))
+            verb = "is" if len(names) == 1 else "are"
+            return f"the {' and '.join(names)} {verb} missing"
+        unexpected = _UNEXPECTED.search(text)
+        if unexpected:
+            return f"no parameter {cut(unexpected.group(1))}= for this kind of endpoint"
+    return text
 
 
 def number(
@@ -186,6 +215,21 @@ class OneLineErrorOptions(usage.Options):
         except usage.UsageError as error:
             sys.stderr.write(f"{self.program}: error: {error}\n")
             raise SystemExit(2) from None
+        except BrokenPipeError:
+            # --help piped into a reader that stopped early (| head): the
+            # reader has what it wanted.  Python would complain again when
+            # it flushes stdout at exit, so stdout goes nowhere from now on.
+            quietStdout()
+            raise SystemExit(0) from None
+
+
+def quietStdout() -> None:
+    """
+    Send whatever is still written to stdout nowhere: its reader is gone.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 TLS_FILE_OPTIONS = {

@@ -47,6 +47,9 @@ _DAY = datetime.timedelta(days=1)
 class Issued:
     """
     A certificate and its private key.
+
+    :ivar certificate: The certificate.
+    :ivar key: Its private key.
     """
 
     certificate: x509.Certificate
@@ -220,13 +223,22 @@ class CertsOptions(OneLineErrorOptions):
     """
 
     program = "hellotcp-certs"
-    synopsis = "Usage: hellotcp-certs DIR [--hostname NAME]..."
+    synopsis = "Usage: hellotcp-certs DIR [--hostname NAME]... [--force]"
     longdesc = (
         "Create a private CA (ca.pem, ca-key.pem), a server certificate "
         "(server.pem, server-key.pem) and a client certificate (client.pem, "
         "client-key.pem) in DIR, keys readable by their owner only, and print "
-        "the commands that use them."
+        "the commands that use them. Files already in DIR are kept unless "
+        "--force is given."
     )
+    optFlags = [
+        [
+            "force",
+            None,
+            "Replace the files of an earlier run (a new CA: certificates it "
+            "signed are no longer trusted).",
+        ],
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -275,6 +287,26 @@ class CertsOptions(OneLineErrorOptions):
             raise usage.UsageError(f"--hostname {error}") from None
 
 
+_FILES = (
+    "ca.pem",
+    "ca-key.pem",
+    "server.pem",
+    "server-key.pem",
+    "client.pem",
+    "client-key.pem",
+)
+
+
+def _privateKeysNote(folder: str) -> str:
+    # A .gitignore line only means something for a folder below this one.
+    relative = os.path.relpath(os.path.abspath(folder))
+    note = f"{folder} holds private keys: keep it out of version control"
+    if relative == os.curdir or relative.startswith(os.pardir):
+        return note + ".\n"
+    entry = "/" + relative.replace(os.sep, "/") + "/"
+    return f"{note}, e.g.\n  echo {shlex.quote(entry)} >> .gitignore\n"
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """
     Run ``hellotcp-certs``.
@@ -283,6 +315,13 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     options.parseOptions(sys.argv[1:] if argv is None else argv)
     folder: str = options["folder"]
     names: list[str] = options["names"]
+    there = [name for name in _FILES if os.path.lexists(os.path.join(folder, name))]
+    if there and not options["force"]:
+        sys.stderr.write(
+            f"hellotcp-certs: error: {folder} already holds {', '.join(there)}; "
+            "--force replaces them (with a new CA)\n"
+        )
+        raise SystemExit(1)
     try:
         os.makedirs(folder, exist_ok=True)
         ca = makeCA()
@@ -317,7 +356,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         f"--certificate {q(server)} --private-key {q(serverKey)} "
         f"--client-ca {q(caPath)}\n"
         f"  hellotcp-client --tls --connect {connect} --ca {q(caPath)} "
-        f"--certificate {q(client)} --private-key {q(clientKey)}\n"
+        f"--certificate {q(client)} --private-key {q(clientKey)}\n\n"
+        + _privateKeysNote(folder)
     )
     raise SystemExit(0)
 

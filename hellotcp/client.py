@@ -33,6 +33,7 @@ from ._options import (
     MAX_SECONDS,
     OneLineErrorOptions,
     cut,
+    describeEndpointError,
     describeTLSFileError,
     hostName,
     number,
@@ -86,7 +87,8 @@ class ClientOptions(OneLineErrorOptions):
     synopsis = (
         "Usage: hellotcp-client [--connect ENDPOINT] [--message TEXT] "
         "[--timeout SECONDS] [--tls [--ca PEM] [--server-name NAME] "
-        "[--certificate PEM --private-key PEM]]"
+        "[--certificate PEM --private-key PEM]] [--trace] "
+        "[--count N [--interval SECONDS] [--concurrency N]] [--json]"
     )
     longdesc = (
         "Send one message to a greeting server and print its answer. "
@@ -176,7 +178,9 @@ class ClientOptions(OneLineErrorOptions):
         if not self["tls"]:
             given = [f"--{name}" for name in tlsOptions if self[name]]
             if given:
-                raise usage.UsageError(f"{', '.join(given)} go with --tls")
+                named = " and ".join([", ".join(given[:-1]), given[-1]][-len(given) :])
+                verb = "goes" if len(given) == 1 else "go"
+                raise usage.UsageError(f"{named} {verb} with --tls")
             return
         if self["connect"].startswith("tls:"):
             raise usage.UsageError(
@@ -247,6 +251,15 @@ def checkEndpoint(description: str, option: str | None = "connect") -> None:
         return
     where = f"--{option} {cut(description, 80)}: " if option else ""
     port = kwargs.get("port", args[2] if len(args) > 2 else None)
+    host = kwargs.get("host", args[1] if len(args) > 1 else None)
+    missing = [
+        name for name, value in (("host", host), ("port", port)) if value is None
+    ]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise usage.UsageError(
+            f"{where}the {' and '.join(missing)} {verb} missing ({args[0]}:HOST:PORT)"
+        )
     if port is not None:
         try:
             valid = 1 <= int(port) <= 65535
@@ -257,7 +270,6 @@ def checkEndpoint(description: str, option: str | None = "connect") -> None:
                 f"{where}the port must be a whole number "
                 f"from 1 to 65535, not {cut(str(port))!r}"
             )
-    host = kwargs.get("host", args[1] if len(args) > 1 else None)
     if host is not None:
         try:
             checkHost(str(host), tls=args[0] == "tls")
@@ -415,7 +427,7 @@ async def _exchange(reactor: IReactorTime, options: ClientOptions) -> None:
     except (SSL.Error, crypto.Error) as problem:
         _fail(f"--connect {options['connect']}: {describeTLSError(problem)}", 2)
     except Exception as problem:
-        _fail(f"--connect {options['connect']}: {problem}", 2)
+        _fail(f"--connect {options['connect']}: {describeEndpointError(problem)}", 2)
     try:
         tls = options.tlsSettings()
     except TLSFileError as problem:

@@ -83,6 +83,9 @@ class HelloClientProtocol(Protocol):
     transport: ITCPTransport
 
     def __init__(self, message: bytes) -> None:
+        """
+        :param message: The bytes to send, as they are.
+        """
         self._message = message
         self._received: list[bytes] = []
         self._size = 0

@@ -150,7 +150,8 @@ def _prometheus() -> Any:
         import prometheus_client
     except ImportError:
         raise MetricsUnavailableError(
-            "--metrics needs prometheus_client: pip install 'hellotcp[metrics]'"
+            "--metrics needs prometheus_client, the metrics extra: "
+            "pip install '.[metrics]' in a clone of hellotcp"
         ) from None
     return prometheus_client
 

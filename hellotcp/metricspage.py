@@ -117,6 +117,11 @@ class LimitedConnections(WrappingFactory):
     def __init__(
         self, wrappedFactory: Site, limit: int, deadline: float = DEADLINE
     ) -> None:
+        """
+        :param wrappedFactory: The site to serve.
+        :param limit: Connections served at once.
+        :param deadline: Seconds a connection may last in all.
+        """
         super().__init__(wrappedFactory)  # type: ignore[no-untyped-call]
         self.limit = limit
         self.deadline = deadline

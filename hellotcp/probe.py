@@ -60,6 +60,14 @@ _RETRANSMITS = struct.Struct("=I")
 class TLSDetails:
     """
     What the TLS handshake settled, and the server's certificate.
+
+    :ivar version: The protocol version, e.g. ``TLSv1.3``.
+    :ivar cipher: The cipher suite's name.
+    :ivar subject: The certificate's subject, as RFC 4514 text.
+    :ivar issuer: Its issuer, the same way.
+    :ivar names: The names and addresses it covers (subject alternative
+        names).
+    :ivar daysLeft: Whole days until it expires.
     """
 
     version: str
@@ -76,6 +84,25 @@ class ExchangeRecord:
     One exchange, measured on the client's side.  Times are seconds on the
     reactor's clock; those of steps not reached are `None`.
 
+    :ivar sequence: The exchange's number in a series, from 1.
+    :ivar started: When the connection was started.
+    :ivar message: The message sent.
+    :ivar connected: When TCP connected.
+    :ivar tlsDone: When the TLS handshake finished.
+    :ivar firstByte: When the first byte of the answer arrived.
+    :ivar ended: When the connection ended.
+    :ivar local: The client's address, as text.
+    :ivar remote: The server's address, as text.
+    :ivar response: What the server sent.
+    :ivar outcome: ``"greeted"``, or the short name of what went wrong.
+    :ivar error: What went wrong, in a sentence; `None` when greeted.
+    :ivar halfClosed: Whether the client ended its message with a TCP
+        half-close (rather than a line feed).
+    :ivar tls: What TLS settled; `None` over plain TCP.
+    :ivar rttMs: The kernel's smoothed round-trip time (``TCP_INFO``), in
+        milliseconds, where the platform reports it.
+    :ivar rttVarMs: Its variation, the same way.
+    :ivar retransmits: Segments the kernel sent again, the same way.
     :ivar closedBy: ``"server"`` when the server's end of file came first
         (the normal end), ``"reset"`` when the connection was reset (or a
         TLS stream ended without close_notify), ``"client"`` when the client
@@ -198,6 +225,10 @@ class TracingClientProtocol(HelloClientProtocol):
     """
 
     def __init__(self, record: ExchangeRecord, clock: IReactorTime) -> None:
+        """
+        :param record: Where to note each step; its ``message`` is sent.
+        :param clock: What the steps are timed on.
+        """
         super().__init__(record.message)
         self.record = record
         self._clock = clock
@@ -408,6 +439,9 @@ def pingLine(record: ExchangeRecord, where: str) -> str:
 class Statistics:
     """
     What a series of exchanges came to.
+
+    :ivar times: The total time of each greeted exchange, in milliseconds.
+    :ivar failures: How many exchanges failed, by outcome.
     """
 
     times: list[float] = field(factory=list)

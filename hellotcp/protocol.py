@@ -271,6 +271,10 @@ class HelloServerProtocol(Protocol):
     transport: ITCPTransport
 
     def __init__(self, factory: HelloServerFactory) -> None:
+        """
+        :param factory: The factory that made this protocol: its settings,
+            clock, connection table and metrics serve the connection.
+        """
         self.factory = factory
         self.peer: str | None = None
         self._settings = factory.settings

@@ -21,6 +21,7 @@ from ._options import (
     OneLineErrorOptions,
     asUsageError,
     cut,
+    describeEndpointError,
     describeTLSFileError,
     number,
     oneLineHelp,
@@ -208,9 +209,9 @@ class Options(OneLineErrorOptions):
     def opt_listen(self, description: str) -> None:
         """
         Listen on this Twisted server endpoint (repeatable), e.g.
-        tcp:5000:interface=127.0.0.1, tcp6:5000:interface=\\:\\:1,
-        unix:/run/hellotcp.sock, ssl:5001:privateKey=key.pem:certKey=cert.pem.
-        [default: tcp:5000:interface=127.0.0.1]
+        tcp:5000:interface=127.0.0.1, 'tcp6:5000:interface=\\:\\:1' (quoted
+        for the shell), unix:/run/hellotcp.sock. [default:
+        tcp:5000:interface=127.0.0.1, unless --tls-listen is given]
         """
         if description in self["listen"]:
             raise usage.UsageError(f"--listen {description} is given twice")
@@ -332,7 +333,7 @@ def _checkEndpoint(reactor: object, option: str, description: str) -> None:
     try:
         serverFromString(reactor, description)
     except Exception as error:
-        reason = str(error)
+        reason = describeEndpointError(error)
         systemd = endpointType(description) == "systemd"
         if systemd and isinstance(error, (IndexError, KeyError)):
             reason = _noInheritedSocket(error)

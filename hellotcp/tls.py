@@ -430,6 +430,10 @@ class ServerTLSFiles:
     """
     The files behind a TLS server: its certificate and key, and the CAs its
     clients' certificates must come from (mutual TLS) if any.
+
+    :ivar certificate: The certificate chain and key.
+    :ivar clientCA: PEM file of the CAs whose client certificates are
+        accepted; `None` for no client certificates (plain server TLS).
     """
 
     certificate: CertificateFiles
@@ -477,6 +481,7 @@ class ReloadableServerTLS:
         """
         Load the files now.
 
+        :param files: The certificate, key and client CAs to serve with.
         :param keepIntermediates: Refuse a certificate file without
             intermediates, as a reload does when intermediates were served
             until then: a ``--workers`` parent asks this of a worker it
@@ -581,6 +586,13 @@ class VerifiedClientTLS:
         creator: IOpenSSLClientConnectionCreator,
         trusted: Sequence[x509.Certificate] | None,
     ) -> None:
+        """
+        :param hostname: The name the server's certificate must cover.
+        :param creator: Twisted's verified settings
+            (``optionsForClientTLS``), which do the work.
+        :param trusted: The CA certificates trusted in place of the
+            system's, to explain a rejection by; `None` for the system's.
+        """
         self.hostname = hostname
         self._creator = creator
         self._trusted = trusted

@@ -526,6 +526,7 @@ class WorkerCommand:
     :ivar environment: Variables added to the parent's environment.
     :ivar logDescriptor: The parent's descriptor the workers write their log
         to (as their standard output).
+    :ivar executable: The Python that runs them (this one by default).
     """
 
     arguments: list[str]

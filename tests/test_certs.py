@@ -7,8 +7,10 @@ from __future__ import annotations
 import io
 import ipaddress
 import os
+import shutil
 import stat
 import sys
+import tempfile
 
 from cryptography import x509
 from twisted.trial.unittest import SynchronousTestCase
@@ -137,7 +139,11 @@ class CertsProgramTests(SynchronousTestCase):
         folder = os.path.join(self.mktemp(), "has space")
         status, out, _ = self.runProgram(folder, "--hostname", "::1")
         self.assertEqual(status, 0)
-        commands = [line.strip() for line in out.splitlines() if line.startswith("  ")]
+        commands = [
+            line.strip()
+            for line in out.splitlines()
+            if line.startswith(("  twist", "  hellotcp-client"))
+        ]
         self.assertEqual(len(commands), 4, out)
         for command in commands:
             words = shlex.split(command)
@@ -147,6 +153,49 @@ class CertsProgramTests(SynchronousTestCase):
                     self.assertTrue(os.path.isfile(path), path)
             if "--connect" in words:
                 self.assertEqual(words[words.index("--connect") + 1], r"tcp:\:\:1:5001")
+
+    def test_keepsAnEarlierRun(self) -> None:
+        """
+        Run again on the same folder, the program replaces nothing (the CA
+        would change under every certificate it signed): one line naming
+        the files and --force, exit status 1; with --force, a new CA.
+        """
+        folder = self.mktemp()
+        self.assertEqual(self.runProgram(folder)[0], 0)
+        ca = os.path.join(folder, "ca.pem")
+        with open(ca, "rb") as first:
+            before = first.read()
+        status, out, err = self.runProgram(folder)
+        self.assertEqual((status, out), (1, ""))
+        self.assertEqual(
+            err,
+            f"hellotcp-certs: error: {folder} already holds ca.pem, ca-key.pem, "
+            "server.pem, server-key.pem, client.pem, client-key.pem; "
+            "--force replaces them (with a new CA)\n",
+        )
+        with open(ca, "rb") as kept:
+            self.assertEqual(kept.read(), before)
+        self.assertEqual(self.runProgram(folder, "--force")[0], 0)
+        with open(ca, "rb") as replaced:
+            self.assertNotEqual(replaced.read(), before)
+
+    def test_gitignoreHint(self) -> None:
+        """
+        The output ends by saying that the folder holds private keys, with
+        the .gitignore line for a folder below the current one (only).
+        """
+        folder = os.path.join(self.mktemp(), "pki")
+        _, out, _ = self.runProgram(folder)
+        self.assertTrue(out.endswith(f"  echo /{folder}/ >> .gitignore\n"), out)
+        outside = tempfile.mkdtemp(prefix="hellotcp-certs-")
+        self.addCleanup(shutil.rmtree, outside)
+        _, out, _ = self.runProgram(outside)
+        self.assertTrue(
+            out.endswith(
+                f"{outside} holds private keys: keep it out of version control.\n"
+            ),
+            out,
+        )
 
     def test_unwritable(self) -> None:
         """

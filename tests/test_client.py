@@ -78,13 +78,47 @@ class ClientOptionsTests(SynchronousTestCase):
         self.assertEqual(raised.exception.code, 2)
         self.assertEqual(err.getvalue(), f"hellotcp-client: error: {expected}\n")
 
+    def test_incompleteEndpoints(self) -> None:
+        """
+        An endpoint description without its host or port, or with a
+        parameter its kind does not take, is named with what is wrong, not
+        with the Python exception of Twisted's parser.
+        """
+        self.assertRefused(
+            ["-c", "tcp:localhost"],
+            "--connect tcp:localhost: the port is missing (tcp:HOST:PORT)",
+        )
+        self.assertRefused(
+            ["-c", "tls:localhost"],
+            "--connect tls:localhost: the port is missing (tls:HOST:PORT)",
+        )
+        self.assertRefused(
+            ["-c", "tcp"],
+            "--connect tcp: the host and port are missing (tcp:HOST:PORT)",
+        )
+
+    def test_synopsisNamesEveryOption(self) -> None:
+        """
+        The usage line names every option but --help and --version.
+        """
+        options = ClientOptions()
+        names = [str(flag[0]) for flag in options.optFlags]
+        names += [str(parameter[0]) for parameter in options.optParameters]  # type: ignore[index]
+        for name in set(names) - {"help", "version"}:
+            self.assertRegex(options.synopsis, rf"--{name}\b(?!-)")
+
     def test_refusals(self) -> None:
         """
         TLS options without ``--tls``, ``--tls`` around a ``tls:`` endpoint,
         half a client certificate, and no name to verify.
         """
         self.assertRefused(
-            ["--server-name", "x", "--ca", "c"], "--ca, --server-name go with --tls"
+            ["--server-name", "x", "--ca", "c"], "--ca and --server-name go with --tls"
+        )
+        self.assertRefused(["--ca", "c"], "--ca goes with --tls")
+        self.assertRefused(
+            ["--ca", "c", "--server-name", "x", "--certificate", "c.pem"],
+            "--ca, --server-name and --certificate go with --tls",
         )
         self.assertRefused(
             ["--tls", "--connect", "tls:localhost:5001"],

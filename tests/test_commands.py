@@ -7,7 +7,9 @@ outside the checkout.
 from __future__ import annotations
 
 import os
+import shlex
 import socket
+import subprocess
 import sys
 import time
 
@@ -25,6 +27,8 @@ from .support import (
     inThread,
     readToEnd,
 )
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class TwistTests(CommandTestCase):
@@ -69,6 +73,19 @@ class TwistTests(CommandTestCase):
             self.assertEqual(event["bytes"], 14)
             self.assertTrue(event["peer"].startswith("127.0.0.1:"))
             self.assertGreaterEqual(event["duration"], 0)
+        # The jq command of docs/operations.md reads the same file.
+        with open(os.path.join(CHECKOUT, "docs", "operations.md")) as page:
+            [shown] = [line for line in page if line.startswith("jq ")]
+        argv = shlex.split(shown.replace("/var/log/hellotcp.json", log))
+        jq = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT)
+        self.assertEqual(jq.returncode, 0, jq.stderr)
+        expected = [
+            f"{e['peer']} {e['outcome']} {e['duration']}"
+            for e in events
+            if "outcome" in e
+        ]
+        self.assertEqual(jq.stdout.splitlines(), expected)
+        self.assertGreaterEqual(len(expected), 2)
 
     async def test_exchangeInFlightFinishesOnSIGTERM(self) -> None:
         """
@@ -138,9 +155,10 @@ class TwistTests(CommandTestCase):
         """
         status, out, _ = await self.runCommand([command("twist"), "hellotcp", "--help"])
         self.assertEqual(status, 0)
-        text = " ".join(out.split())
+        # usage wraps long words at their hyphens: join them again.
+        text = " ".join(out.split()).replace("- ", "-")
         for option, default in [
-            ("--listen", "tcp:5000:interface=127.0.0.1"),
+            ("--listen", "tcp:5000:interface=127.0.0.1, unless --tls-listen is given"),
             ("--greeting", "Hello, client!"),
             ("--timeout", "10"),
             ("--max-message-bytes", "1024"),
@@ -151,6 +169,7 @@ class TwistTests(CommandTestCase):
             ("--max-connections-per-peer", "2000"),
             ("--deadline", "30"),
             ("--workers", "1"),
+            ("--worker-timeout", "10"),
         ]:
             self.assertIn(option, text)
             self.assertIn(f"[default: {default}]", text)
@@ -196,6 +215,31 @@ class TwistdTests(CommandTestCase):
         server.transport.signalProcess("TERM")  # type: ignore[union-attr]
         self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
         self.assertIn(b"greeted: Hello, server!", server.out)
+
+
+class ClosedOutputTests(CommandTestCase):
+    """
+    Help read by a reader that stops early (``| head -1``) ends quietly.
+    """
+
+    def test_helpIntoClosedPipe(self) -> None:
+        """
+        ``--help`` written into a pipe whose reader has gone: no traceback,
+        nothing on stderr, exit status 0, for each of hellotcp's programs.
+        """
+        for program in ("hellotcp-client", "hellotcp-certs"):
+            reader, writer = os.pipe()
+            os.close(reader)  # every write now fails with EPIPE
+            try:
+                result = subprocess.run(
+                    [command(program), "--help"],
+                    stdout=writer,
+                    stderr=subprocess.PIPE,
+                    timeout=TIMEOUT,
+                )
+            finally:
+                os.close(writer)
+            self.assertEqual((result.returncode, result.stderr), (0, b""), program)
 
 
 class ClientCommandTests(CommandTestCase):

@@ -147,6 +147,41 @@ class TutorialTests(DocTestCase):
         self.assertEqual(ran, 8)
 
 
+class PerformancePageTests(SynchronousTestCase):
+    """
+    The performance page quotes the committed benchmark run.
+    """
+
+    def test_quotedMediansAreCommitted(self) -> None:
+        """
+        The medians that "Against the targets" quotes are cells of the
+        committed table, and its ratio is theirs.
+        """
+        with open(os.path.join(DOCS, "performance.md"), encoding="utf-8") as page:
+            text = page.read()
+        section = text.split("## Against the targets", 1)[1].split("| target", 1)[0]
+        with open(
+            os.path.join(os.path.dirname(DOCS), "bench", "results", "results.md"),
+            encoding="utf-8",
+        ) as results:
+            table = results.read()
+        quoted = re.findall(r"\b(\d{3}\.\d)\b", section)
+        self.assertEqual(len(quoted), 6)
+        # The first TLS table repeats the server names: keep the plain one.
+        plain = table.split("### TLS", 1)[0]
+        cells: dict[str, dict[str, str]] = {}
+        for server, concurrency, median in re.findall(
+            r"^\| (hellotcp|twisted minimal) \| (\d+) \| (\d+\.\d) \(", plain, re.M
+        ):
+            cells.setdefault(server, {})[concurrency] = median
+        hellotcp = [cells["hellotcp"][c] for c in ("1", "16", "128")]
+        twisted = [cells["twisted minimal"][c] for c in ("1", "16", "128")]
+        self.assertEqual(quoted, hellotcp + twisted)
+        ratios = [float(h) / float(t) for h, t in zip(hellotcp, twisted, strict=True)]
+        shown = f"{min(ratios):.2f}\u2013{max(ratios):.2f} \u00d7"
+        self.assertIn(shown, " ".join(section.split()))
+
+
 class ExampleTests(DocTestCase):
     """
     The embedding examples of docs/embedding.md.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import os
 import re
 from types import FunctionType
@@ -121,3 +122,51 @@ class ExportsTests(SynchronousTestCase):
             if home.split(".")[1].startswith("_"):
                 continue  # defined in a private module: exported from hellotcp
             self.assertIn(attribute, importlib.import_module(home).__all__)
+
+
+def undocumentedArguments(cls: type) -> list[str]:
+    """
+    The arguments of ``cls``'s constructor that neither its docstring nor
+    its ``__init__``'s names with ``:param name:`` or ``:ivar name:``.
+    """
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return []
+    init = cls.__dict__.get("__init__")
+    text = (cls.__doc__ or "") + (getattr(init, "__doc__", None) or "")
+    return [
+        name
+        for name, parameter in signature.parameters.items()
+        if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+        and not re.search(rf":(param|ivar) {name}:", text)
+    ]
+
+
+class ConstructorTests(SynchronousTestCase):
+    """
+    Every public class says what each argument of its constructor is.
+    """
+
+    def test_everyArgumentDocumented(self) -> None:
+        """
+        Each public class defined by hellotcp documents every argument its
+        constructor takes (inherited constructors are their authors' to
+        document).
+        """
+        missing = []
+        for module in publicModules():
+            loaded = importlib.import_module(module)
+            for name in loaded.__all__:
+                value = getattr(loaded, name)
+                if not isinstance(value, type) or value.__module__ != module:
+                    continue
+                init = getattr(value, "__init__", None)
+                ours = getattr(init, "__module__", "") or ""
+                if "__attrs_attrs__" not in vars(value) and not ours.startswith(
+                    "hellotcp"
+                ):
+                    continue
+                for argument in undocumentedArguments(value):
+                    missing.append(f"{module}.{name}({argument})")
+        self.assertEqual(missing, [])

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import resource
+import shlex
 import signal
 import sys
 from typing import Any
 from unittest import mock
 
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
@@ -22,7 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from hellotcp import _wiring, tap
 from hellotcp._listeners import withBacklog
 from hellotcp._options import OneLineErrorOptions
-from hellotcp._twistedcompat import twistOptions
+from hellotcp._twistedcompat import parseEndpoint, twistOptions
 from hellotcp.protocol import HelloServerFactory, ServerSettings
 from hellotcp.service import HelloService
 from hellotcp.workers import WorkerSupervisor
@@ -172,12 +175,39 @@ class OptionsTests(OneLineErrors):
                 "--listen",
                 "nosuch:1",
             ): "--listen nosuch:1: Unknown endpoint type: 'nosuch'",
+            ("--listen", "tcp:5000:bogus=1"): (
+                "--listen tcp:5000:bogus=1: no parameter bogus= for this kind of endpoint"
+            ),
             ("--greeting", ""): "--greeting must not be empty",
             ("--bogus",): "option --bogus not recognized",
             ("--listen", "tcp:1", "--listen", "tcp:1"): "--listen tcp:1 is given twice",
         }
         for argv, expected in cases.items():
             self.assertOneLineError(list(argv), expected)
+
+    def test_helpExamplesSurviveTheShell(self) -> None:
+        """
+        Every endpoint that ``--listen``'s help shows, read by a POSIX shell
+        as it is printed, still describes the endpoint meant: the IPv6 one
+        is quoted, so its escaped colons reach Twisted.
+        """
+        help = " ".join((tap.Options.opt_listen.__doc__ or "").split())
+        examples = re.findall(r"e\.g\. (.*?) \[default", help)[0]
+        words = [w.rstrip(",.") for w in shlex.split(examples) if ":" in w]
+        self.assertIn("tcp6:5000:interface=\\:\\:1", words)
+        for word in words:
+            args, kwargs = parseEndpoint(word)
+            if args[0] == "tcp6":
+                self.assertEqual(kwargs["interface"], "::1")
+            serverFromString(MemoryReactorClock(), word)
+        # The same for the commands of the operations page.
+        checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(os.path.join(checkout, "docs", "operations.md")) as page:
+            lines = [line for line in page if line.startswith("twist ")]
+        shown = [w for line in lines for w in shlex.split(line) if "tcp6" in w]
+        self.assertNotEqual(shown, [])
+        for word in shown:
+            self.assertEqual(parseEndpoint(word)[1]["interface"], "::1")
 
     def test_isOneLineErrorOptions(self) -> None:
         """
@@ -503,8 +533,13 @@ class WorkersOptionTests(OneLineErrors):
         with mock.patch.dict(sys.modules, {"prometheus_client": None}):
             self.assertOneLineError(
                 ["--metrics", "tcp:9100"],
-                "--metrics needs prometheus_client: pip install 'hellotcp[metrics]'",
+                "--metrics needs prometheus_client, the metrics extra: "
+                "pip install '.[metrics]' in a clone of hellotcp",
             )
+        # The extra the message names exists, so the command works.
+        checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(os.path.join(checkout, "pyproject.toml"), encoding="utf-8") as f:
+            self.assertRegex(f.read(), r"(?m)^metrics = \[")
 
     def test_metricsServed(self) -> None:
         """
