@@ -62,6 +62,8 @@ class ServerPlan:
     :ivar tlsListen: TLS listener descriptions (``--tls-listen``).
     :ivar backlog: The listen queue of endpoints that do not set one.
     :ivar shutdownTimeout: Seconds open exchanges get to finish on stop.
+    :ivar drainTime: Seconds to serve on, health checks failing, before
+        listening stops.
     :ivar tls: The TLS files of the TLS listeners.
     :ivar metrics: Where ``/metrics`` is served, if anywhere.
     :ivar workers: How many worker processes serve the listeners.
@@ -76,6 +78,7 @@ class ServerPlan:
     tlsListen: list[str] = field(factory=list)
     backlog: int = DEFAULT_BACKLOG
     shutdownTimeout: float = 5.0
+    drainTime: float = 0.0
     tls: ReloadableServerTLS | None = None
     metrics: str | None = None
     workers: int = 1
@@ -155,6 +158,7 @@ def _server(
         backlog=plan.backlog,
         tls=plan.tls,
         worker=worker is not None,
+        drainTime=plan.drainTime,
     )
     # SIGHUP is safe from here on (a worker's parent held it back until now).
     if worker is None:
@@ -224,7 +228,8 @@ def _supervisor(
         plan.workers,
         descriptions,
         command,
-        plan.shutdownTimeout,
+        # Each worker drains (with the same --drain-time) before it stops.
+        plan.drainTime + plan.shutdownTimeout,
         onWorkerExit=forget,
         handleSignals=True,
         exitOnListenError=True,

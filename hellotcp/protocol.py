@@ -462,7 +462,8 @@ class HelloServerProtocol(Protocol):
         if outcome is Outcome.GREETED and message == HEALTH_CHECK_MESSAGE:
             outcome = Outcome.HEALTH_CHECK
         self._outcome = outcome
-        self.transport.write(self._settings.greeting)
+        if outcome is not Outcome.HEALTH_CHECK or not self.factory.draining:
+            self.transport.write(self._settings.greeting)
         if peerClosed or not canHalfClose(self.transport):
             self.transport.loseConnection()
         else:
@@ -525,7 +526,13 @@ class HelloServerFactory(_ServerFactory):
         where debug events are kept (``twist --log-level=debug``), since
         ``twistd`` and most applications write every level they are given.
     :ivar metrics: Where connections and exchanges are counted.
+    :ivar draining: Whether the server is about to stop: health checks
+        (`HEALTH_CHECK_MESSAGE`) are then closed without a greeting, so that
+        a load balancer takes the server out before it stops listening;
+        every other client is still greeted.
     """
+
+    draining = False
 
     # Every exchange is logged already; "Starting factory" lines add nothing.
     noisy = False

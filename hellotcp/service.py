@@ -13,7 +13,7 @@ from typing import cast
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.application.strports import service as listenerService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -23,6 +23,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamServerEndpoint,
 )
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -97,6 +98,7 @@ class HelloService(MultiService):
         tls: ReloadableServerTLS | None = None,
         worker: bool = False,
         exitOnListenError: bool = False,
+        drainTime: float = 0.0,
     ) -> None:
         """
         :param factory: The factory every listener serves.
@@ -121,6 +123,11 @@ class HelloService(MultiService):
             cannot listen: raise `SystemExit` with one line
             (``hellotcp: error: cannot listen on ...``), which ``twist`` and
             ``twistd`` print without a traceback, instead of `ListenError`.
+        :param drainTime: Seconds to go on serving when asked to stop, with
+            health checks failing (`HelloServerFactory.draining`), before
+            listening stops: time for a load balancer to take the server
+            out, so that no connection reaches a listener that is closing.
+            A second stop signal cuts it short.
         """
         MultiService.__init__(self)
         self.factory = factory
@@ -138,6 +145,8 @@ class HelloService(MultiService):
         self._ports: list[object] = []
         self._stopping = False
         self._stopRequestedAt = -math.inf
+        self.drainTime = drainTime
+        self._draining: Deferred[None] | None = None
 
     def listen(
         self,
@@ -241,6 +250,19 @@ class HelloService(MultiService):
         return stopped
 
     async def _stop(self) -> None:
+        if self.drainTime > 0 and self._ports:
+            self.factory.draining = True
+            _log.info(
+                "draining for {drainTime} s: health checks fail from now on; "
+                "then listening stops",
+                drainTime=self.drainTime,
+            )
+            clock = cast(IReactorTime, self._reactor)
+            self._draining = deferLater(clock, self.drainTime, lambda: None)
+            try:
+                await self._draining
+            except CancelledError:
+                pass
         for port in self._ports:
             closeAfterAccepting(port)
         draining = self.factory.stopGracefully(self.shutdownTimeout)
@@ -278,6 +300,8 @@ class HelloService(MultiService):
         self._stopRequestedAt = now
         if self._stopping:
             _log.warn("{signal} again: aborting open exchanges now", signal=name)
+            if self._draining is not None:
+                self._draining.cancel()
             self.factory.abortAll()
             return
         _log.info(

@@ -148,6 +148,14 @@ class Options(OneLineErrorOptions):
             "5",
             "Seconds open exchanges get to finish after SIGTERM or SIGINT.",
         ],
+        [
+            "drain-time",
+            None,
+            "0",
+            "Seconds to go on serving after SIGTERM or SIGINT, with health "
+            "checks failing, before listening stops: behind a load balancer, "
+            "more than its checks take to mark the server down.",
+        ],
     ]
 
     optParameters += [
@@ -269,6 +277,9 @@ class Options(OneLineErrorOptions):
         )
         self["shutdown-timeout"] = number(
             float, "shutdown-timeout", self["shutdown-timeout"], zeroAllowed=True
+        )
+        self["drain-time"] = number(
+            float, "drain-time", self["drain-time"], zeroAllowed=True
         )
         self["backlog"] = number(int, "backlog", self["backlog"], maximum=MAX_BACKLOG)
         with asUsageError(WorkerCountError):
@@ -413,6 +424,7 @@ def makeService(config: Options) -> HelloService | WorkerSupervisor:
         tlsListen=config["tls-listen"],
         backlog=config["backlog"],
         shutdownTimeout=config["shutdown-timeout"],
+        drainTime=config["drain-time"],
         tls=config["tls"],
         metrics=config["metrics"],
         workers=config["workers"],

@@ -170,6 +170,7 @@ class TwistTests(CommandTestCase):
             ("--deadline", "30"),
             ("--workers", "1"),
             ("--worker-timeout", "10"),
+            ("--drain-time", "0"),
         ]:
             self.assertIn(option, text)
             self.assertIn(f"[default: {default}]", text)

@@ -11,8 +11,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
+from functools import partial
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
@@ -33,9 +36,11 @@ from .support import (
     CommandTestCase,
     Process,
     command,
+    continuousLoad,
     exchange,
     freePort,
     inThread,
+    report,
 )
 
 CONFIG = os.path.join(
@@ -53,39 +58,43 @@ class HAProxyTests(CommandTestCase):
     hellotcp behind HAProxy.
     """
 
-    async def setUpServers(self) -> None:
+    async def setUpServers(self, drain: bool = False) -> None:
         """
         Two hellotcp instances (plain and TLS, behind PROXY endpoints), and
         HAProxy in front, all on fresh loopback ports.
+
+        :param drain: Run the instances as haproxy.cfg says to, with
+            ``--drain-time 2`` (the tests that stop one need it).
         """
         haproxy = shutil.which("haproxy")
         self.assertTrue(haproxy, "HAProxy is not installed (apt-get install haproxy)")
         self.pki = PKI(self.folder)
         self.instances: dict[str, tuple[Process, str]] = {}
+        self.commands: dict[str, tuple[list[str], int]] = {}
         self.metrics: dict[str, int] = {}
         environment = {}
         for name in ("A", "B"):
             plain, secure = freePort(), freePort()
             self.metrics[name] = freePort()
             log = os.path.join(self.folder, f"{name}.log")
-            process = await self.startServer(
-                [
-                    command("twist"),
-                    f"--log-file={log}",
-                    "hellotcp",
-                    "--listen",
-                    f"haproxy:tcp:{plain}:interface=127.0.0.1",
-                    "--tls-listen",
-                    f"haproxy:tcp:{secure}:interface=127.0.0.1",
-                    "--certificate",
-                    self.pki.server[0],
-                    "--private-key",
-                    self.pki.server[1],
-                    "--metrics",
-                    f"tcp:{self.metrics[name]}:interface=127.0.0.1",
-                ],
-                plain,
-            )
+            argv = [
+                command("twist"),
+                f"--log-file={log}",
+                "hellotcp",
+                "--listen",
+                f"haproxy:tcp:{plain}:interface=127.0.0.1",
+                "--tls-listen",
+                f"haproxy:tcp:{secure}:interface=127.0.0.1",
+                "--certificate",
+                self.pki.server[0],
+                "--private-key",
+                self.pki.server[1],
+                "--metrics",
+                f"tcp:{self.metrics[name]}:interface=127.0.0.1",
+                *(["--drain-time", "2"] if drain else []),
+            ]
+            self.commands[name] = (argv, plain)
+            process = await self.startServer(argv, plain)
             self.instances[name] = (process, log)
             environment[f"HELLOTCP_{name}"] = f"127.0.0.1:{plain}"
             environment[f"HELLOTCP_{name}_TLS"] = f"127.0.0.1:{secure}"
@@ -174,10 +183,11 @@ class HAProxyTests(CommandTestCase):
     async def test_instanceStoppedMidRun(self) -> None:
         """
         Stopping one instance in the middle of 100 exchanges (4 at a time)
-        loses none: its exchanges in flight finish, and HAProxy sends the
+        loses none: it drains (health checks failing) until HAProxy has
+        taken it out, its exchanges in flight finish, and HAProxy sends the
         rest to the other.
         """
-        await self.setUpServers()
+        await self.setUpServers(drain=True)
         done = 0
         results: list[bytes] = []
 
@@ -211,6 +221,49 @@ class HAProxyTests(CommandTestCase):
                 break
             await Deferred.fromCoroutine(self._pause(0.05))
         self.assertEqual(logged, expected)
+
+    async def test_failoverUnderLoad(self) -> None:
+        """
+        The shipped haproxy.cfg, each backend stopped (SIGTERM) and started
+        again in turn under continuous load from two clients: every
+        exchange is answered with the greeting.
+        """
+        await self.setUpServers(drain=True)
+        stop = threading.Event()
+        loads = [inThread(continuousLoad, self.front, stop) for _ in range(2)]
+        try:
+            for name in ("A", "B"):
+                process, log = self.instances[name]
+                before = len(self.greeted(name))
+                process.transport.signalProcess("TERM")  # type: ignore[union-attr]
+                self.assertEqual(await process.ended.addTimeout(TIMEOUT, reactor), 0)
+                argv, port = self.commands[name]
+                self.instances[name] = (await self.startServer(argv, port), log)
+                # Back in service once HAProxy sends it clients again.
+                await self.waitUntil(partial(self.greetedMoreThan, name, before + 5))
+        finally:
+            stop.set()
+        results = [await load for load in loads]
+        lost = [failure for load in results for failure in load.lost]
+        greeted = sum(load.greeted for load in results)
+        report("haproxy failover", exchanges=greeted, lost=len(lost))
+        self.assertEqual(lost, [])
+        self.assertGreater(greeted, 100)
+
+    def greetedMoreThan(self, name: str, count: int) -> bool:
+        """
+        Whether instance ``name`` has logged more than ``count`` greetings.
+        """
+        return len(self.greeted(name)) > count
+
+    async def waitUntil(self, condition: Callable[[], bool]) -> None:
+        """
+        Wait (20 s at most) until ``condition()`` holds.
+        """
+        deadline = time.monotonic() + 2 * TIMEOUT
+        while not condition():
+            self.assertLess(time.monotonic(), deadline, "never held")
+            await Deferred.fromCoroutine(self._pause(0.1))
 
     def exchanges(self, name: str) -> dict[str, float]:
         """

@@ -692,6 +692,34 @@ class HealthCheckTests(SynchronousTestCase):
             1,
         )
 
+    def test_failsWhileDraining(self) -> None:
+        """
+        While the factory drains, a health check gets no greeting (a load
+        balancer's check then fails), still counted as a health check;
+        every other client is greeted as before.
+        """
+        registry = CollectorRegistry()
+        metrics = PrometheusMetrics(registry)
+        check = ServerHarness(self, metrics=metrics)
+        check.factory.draining = True
+        check.send(HEALTH_CHECK_MESSAGE + b"\n")
+        self.assertEqual(check.transport.value(), b"")
+        assert isinstance(check.transport, HalfCloseableTransport)
+        self.assertTrue(check.transport.writeClosed)
+        client = ServerHarness(self, metrics=metrics)
+        client.factory.draining = True
+        client.send(b"Hello, server!\n")
+        self.assertEqual(client.transport.value(), DEFAULT_GREETING)
+        for server in (check, client):
+            server.protocol.writeConnectionLost()
+            server.close()
+        self.assertEqual(
+            registry.get_sample_value(
+                "hellotcp_exchanges_total", {"outcome": "health-check"}
+            ),
+            1,
+        )
+
     def test_otherMessagesNotChecks(self) -> None:
         """
         Only the exact message counts: anything else is an ordinary greeting.

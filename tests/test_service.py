@@ -202,6 +202,31 @@ class SignalTests(SynchronousTestCase):
         service._stopRequested("SIGTERM")
         self.assertTrue(transport.disconnected)
 
+    def test_drainsBeforeClosing(self) -> None:
+        """
+        With ``drainTime``, stopping first sets the factory draining (health
+        checks fail) and goes on listening for that long; then the listeners
+        close as without it.  A second stop signal cuts the drain short.
+        """
+        for secondSignal in (False, True):
+            memory = MemoryReactorClock()
+            memory.running = True
+            factory = HelloServerFactory(clock=Clock())
+            service = HelloService(factory, memory, handleSignals=True, drainTime=2)
+            service.listen("tcp:0")
+            service.startService()
+            self.assertFalse(factory.draining)
+            stopped = service.stopService()
+            self.assertTrue(factory.draining)
+            memory.advance(1.9)
+            self.assertNoResult(stopped)
+            if secondSignal:
+                service._stopRequested("SIGTERM")
+            else:
+                memory.advance(0.1)
+            self.successResultOf(stopped)
+            self.assertLessEqual(memory.seconds(), 1.9 if secondSignal else 2.0)
+
     def test_workerTakesTwoCopiesAsOne(self) -> None:
         """
         A worker gets a SIGTERM sent to its process group and its parent's

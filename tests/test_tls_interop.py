@@ -407,7 +407,7 @@ class ClientCommandTLSTests(TLSServerMixin, CommandTestCase):
         self.assertOneLine(status, err, f"--ca {missing}: No such file or directory")
         self.assertEqual(status, 2)
         status, _, err = await self.client("--ca", pki().ca)
-        self.assertOneLine(status, err, "--ca go with --tls")
+        self.assertOneLine(status, err, "--ca goes with --tls")
 
 
 class TwistTLSTests(CommandTestCase):
