@@ -223,6 +223,11 @@ def _supervisor(
         if directory is not None:
             metrics.forgetWorker(pid, directory)
 
+    # The parent's own series (its workers' lives) beside the sum of theirs.
+    registry = metrics.workersRegistry(directory) if directory is not None else None
+    supervisorMetrics: metrics.SupervisorMetrics = metrics.NO_SUPERVISOR_METRICS
+    if registry is not None:
+        supervisorMetrics = metrics.PrometheusSupervisorMetrics(registry)
     supervisor = WorkerSupervisor(
         reactor,
         plan.workers,
@@ -236,6 +241,7 @@ def _supervisor(
         reloads=plan.tls is not None,
         tls=plan.tls,
         workerTimeout=plan.workerTimeout,
+        metrics=supervisorMetrics,
     )
     # SIGHUP is safe from here on, before any worker starts.
     holdHangUps(cast(IReactorFromThreads, reactor), _toldToSystemd(supervisor.hangUp))
@@ -245,9 +251,9 @@ def _supervisor(
     if logging.appendTo is not None:
         appending = _AppendingLog(logging.appendTo)
         appending.setServiceParent(supervisor)  # type: ignore[no-untyped-call]
-    if directory is not None:
+    if registry is not None:
         assert plan.metrics is not None
-        site = metricsSite(metrics.workersRegistry(directory))
+        site = metricsSite(registry)
         listener = listenerService(plan.metrics, site, reactor=reactor)
         listener.setName(f"{plan.metrics} (metrics)")
         listener.setServiceParent(supervisor)

@@ -22,10 +22,13 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "DURATION_BUCKETS",
     "NO_METRICS",
+    "NO_SUPERVISOR_METRICS",
     "PREFIX",
     "MetricsUnavailableError",
     "PrometheusMetrics",
+    "PrometheusSupervisorMetrics",
     "ServerMetrics",
+    "SupervisorMetrics",
     "checkAvailable",
     "serverMetrics",
 ]
@@ -285,6 +288,62 @@ class PrometheusMetrics(ServerMetrics):
                 multiprocess_mode="livemin",
             )
         self._expiry.set(timestamp)
+
+
+class PrometheusSupervisorMetrics(SupervisorMetrics):
+    """
+    Count the life of the workers with ``prometheus_client``, in the
+    parent's own registry, beside the series its workers write.
+
+    :ivar registry: Where the series are registered.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        """
+        :param registry: The registry the parent serves at ``/metrics``.
+        """
+        client = _prometheus()
+        self.registry = registry
+        self._running = client.Gauge(
+            f"{PREFIX}_workers_running",
+            "Worker processes running and ready now.",
+            registry=registry,
+        )
+        self._started = client.Counter(
+            f"{PREFIX}_worker_starts",
+            "Worker processes started, by reason: start, restart (the one "
+            "before died), roll (SIGUSR2) or hung (the one before stopped "
+            "answering).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("start", "restart", "roll", "hung"):
+            # Every reason shows from the start, at 0, so that rate() and
+            # increase() see the first one.
+            self._started.labels(reason)
+        self._rolls = client.Counter(
+            f"{PREFIX}_rolls_completed",
+            "Rolling restarts (SIGUSR2) that replaced every worker.",
+            registry=registry,
+        )
+
+    def workersRunning(self, count: int) -> None:
+        """
+        Show how many workers run now.
+        """
+        self._running.set(count)
+
+    def workerStarted(self, reason: str) -> None:
+        """
+        Count a worker started for ``reason``.
+        """
+        self._started.labels(reason).inc()
+
+    def rollCompleted(self) -> None:
+        """
+        Count a completed rolling restart.
+        """
+        self._rolls.inc()
 
 
 def inMultiprocessMode() -> bool:

@@ -26,6 +26,7 @@ from hellotcp.certs import issue, writeIssued
 from hellotcp.metrics import (
     FOLDER_PREFIX,
     PrometheusMetrics,
+    PrometheusSupervisorMetrics,
     removeStaleFolders,
     workersFolder,
 )
@@ -172,6 +173,32 @@ class CountingTests(SynchronousTestCase):
         self.assertEqual(
             self.value("hellotcp_tls_certificate_expiry_timestamp_seconds"), 2e9
         )
+
+
+class SupervisorCountingTests(SynchronousTestCase):
+    """
+    `PrometheusSupervisorMetrics` counts the workers' lives.
+    """
+
+    def test_counts(self) -> None:
+        """
+        Workers running is a gauge; starts are counted by reason, every
+        reason shown from the start; completed rolls are counted.
+        """
+        registry = CollectorRegistry()
+        counted = PrometheusSupervisorMetrics(registry)
+        for reason in ("start", "start", "roll", "roll", "hung"):
+            counted.workerStarted(reason)
+        counted.workersRunning(2)
+        counted.rollCompleted()
+        value = registry.get_sample_value
+        self.assertEqual(value("hellotcp_workers_running"), 2)
+        starts = {
+            reason: value("hellotcp_worker_starts_total", {"reason": reason})
+            for reason in ("start", "restart", "roll", "hung")
+        }
+        self.assertEqual(starts, {"start": 2, "restart": 0, "roll": 2, "hung": 1})
+        self.assertEqual(value("hellotcp_rolls_completed_total"), 1)
 
 
 class ScrapeTests(CommandTestCase):
