@@ -460,9 +460,31 @@ def removeStaleFolders(parent: str | None = None) -> list[str]:
 
 def forgetWorker(pid: int, directory: str) -> None:
     """
-    Drop the gauges of a worker that has exited (its counters stay in the
-    sums: what it counted did happen).
+    Drop the gauges of a worker that has exited, and fold its counters and
+    histograms into one archive file per kind: what it counted did happen,
+    so the sums stay monotonic, but its files (64 KiB each, per kind) do not
+    pile up over months of restarts.
     """
     from prometheus_client import multiprocess
+    from prometheus_client.mmap_dict import MmapedDict
 
     multiprocess.mark_process_dead(pid, directory)
+    for kind in _ARCHIVED_KINDS:
+        dead = os.path.join(directory, f"{kind}_{pid}.db")
+        if not os.path.exists(dead):
+            continue
+        # The collector reads the kind from the name before the first "_"
+        # and sums every file of a counter or histogram, whatever follows.
+        archive = MmapedDict(os.path.join(directory, f"{kind}_archive.db"))
+        try:
+            for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(dead):
+                total, latest = archive.read_value(key)
+                archive.write_value(key, total + value, max(timestamp, latest))
+        finally:
+            archive.close()
+        # Removed only once archived: a parent killed in between counts this
+        # worker twice, never loses it.
+        os.remove(dead)
+
+
+_ARCHIVED_KINDS = ("counter", "histogram", "summary")

@@ -27,8 +27,10 @@ from hellotcp.metrics import (
     FOLDER_PREFIX,
     PrometheusMetrics,
     PrometheusSupervisorMetrics,
+    forgetWorker,
     removeStaleFolders,
     workersFolder,
+    workersRegistry,
 )
 from hellotcp.metricspage import DEADLINE as METRICS_DEADLINE
 from hellotcp.metricspage import IDLE_TIMEOUT as METRICS_IDLE_TIMEOUT
@@ -365,6 +367,80 @@ def deadProcess() -> int:
     child = subprocess.Popen([sys.executable, "-c", ""])
     child.wait()
     return child.pid
+
+
+class DeadWorkerFilesTests(SynchronousTestCase):
+    """
+    A dead worker's files are folded into an archive: the sums the parent
+    serves stay what they were, and the folder stays small.
+    """
+
+    def writeWorker(self, directory: str, pid: int, greeted: float) -> None:
+        """
+        Write the files a worker ``pid`` leaves: a counter, a histogram
+        bucket and a live gauge, as prometheus_client's multiprocess mode
+        does.
+        """
+        from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+        for name, kind, sample, labels, value in [
+            (
+                "hellotcp_exchanges",
+                "counter",
+                "hellotcp_exchanges_total",
+                {"outcome": "greeted"},
+                greeted,
+            ),
+            (
+                "hellotcp_exchange_duration_seconds",
+                "histogram",
+                "hellotcp_exchange_duration_seconds_bucket",
+                {"le": "+Inf"},
+                greeted,
+            ),
+            (
+                "hellotcp_connections_active",
+                "gauge_livesum",
+                "hellotcp_connections_active",
+                {},
+                1.0,
+            ),
+        ]:
+            values = MmapedDict(os.path.join(directory, f"{kind}_{pid}.db"))
+            key = mmap_key(name, sample, list(labels), list(labels.values()), "help")
+            values.write_value(key, value, 0.0)
+            values.close()
+
+    def test_foldedIntoArchive(self) -> None:
+        """
+        Three workers die one after another, one lives: the served counter
+        and histogram are the sums of all four, the gauge only the living
+        one's, and only the living worker's files and one archive per kind
+        remain.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        for pid, greeted in [(101, 5), (102, 7), (103, 11), (104, 13)]:
+            self.writeWorker(directory, pid, greeted)
+        for pid in (101, 102, 103):
+            forgetWorker(pid, directory)
+        registry = workersRegistry(directory)
+        value = registry.get_sample_value
+        self.assertEqual(value("hellotcp_exchanges_total", {"outcome": "greeted"}), 36)
+        self.assertEqual(
+            value("hellotcp_exchange_duration_seconds_bucket", {"le": "+Inf"}), 36
+        )
+        self.assertEqual(value("hellotcp_connections_active"), 1)
+        self.assertEqual(
+            sorted(os.listdir(directory)),
+            [
+                "counter_104.db",
+                "counter_archive.db",
+                "gauge_livesum_104.db",
+                "histogram_104.db",
+                "histogram_archive.db",
+            ],
+        )
 
 
 class StaleFoldersTests(SynchronousTestCase):
