@@ -11,6 +11,7 @@ import shutil
 import socket
 import struct
 import sys
+import threading
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -25,8 +26,10 @@ from .support import (
     Process,
     classicClient,
     command,
+    continuousLoad,
     freePort,
     inThread,
+    report,
 )
 
 # Like systemd: descriptor 3 is the socket, LISTEN_PID names the process that
@@ -64,6 +67,38 @@ class SocketActivationTests(CommandTestCase):
         serve it.
         """
         await self.activate("--workers", "2")
+
+    async def test_restartUnderLoadLosesNothing(self) -> None:
+        """
+        ``systemctl restart`` of a socket-activated server: systemd holds
+        the listening socket, so connections made while no server runs wait
+        in its queue for the next one.  Under continuous load from two
+        clients, SIGTERM to the first server, then a second on the same
+        socket: every exchange is greeted.
+        """
+        listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+        self.addCleanup(listener.close)
+        port = listener.getsockname()[1]
+        first = self.start(listener, "systemd:domain=INET:index=0")
+        self.assertEqual((await inThread(classicClient, port))[0], b"Hello, client!")
+        stop = threading.Event()
+        loads = [inThread(continuousLoad, port, stop) for _ in range(2)]
+        try:
+            await deferLater(reactor, 1.0)
+            first.transport.signalProcess("TERM")  # type: ignore[union-attr]
+            self.assertEqual(await first.ended.addTimeout(TIMEOUT, reactor), 0)
+            second = self.start(listener, "systemd:domain=INET:index=0")
+            await deferLater(reactor, 1.5)
+        finally:
+            stop.set()
+        results = [await load for load in loads]
+        lost = [failure for load in results for failure in load.lost]
+        greeted = sum(load.greeted for load in results)
+        report("socket-activation restart", exchanges=greeted, lost=len(lost))
+        self.assertEqual(lost, [])
+        self.assertGreater(greeted, 100)
+        second.transport.signalProcess("TERM")  # type: ignore[union-attr]
+        self.assertEqual(await second.ended.addTimeout(TIMEOUT, reactor), 0)
 
     async def test_reload(self) -> None:
         """
