@@ -59,6 +59,9 @@ TIMEOUT = 10.0
 
 BIN = os.path.dirname(sys.executable)
 
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+"""The checkout the tests run from (docs, contrib, the Dockerfile)."""
+
 
 def command(name: str) -> str:
     """
@@ -592,6 +595,32 @@ def continuousLoad(
 FIGURES = "reliability-figures.jsonl"
 """Where the proof suite's tests record what they measured, one JSON line
 per test, in trial's working folder (.ci/run prints them)."""
+
+
+async def lostUnder(event: str, loads: Sequence[Deferred[Load]]) -> list[object]:
+    """
+    Wait for the `continuousLoad` runs ``loads`` (their ``stop`` set), report
+    how many exchanges were greeted during ``event`` and how many lost, and
+    return the lost ones (checked to be more than 100 greeted).
+    """
+    results = [await load for load in loads]
+    lost = [failure for load in results for failure in load.lost]
+    greeted = sum(load.greeted for load in results)
+    report(event, exchanges=greeted, lost=len(lost))
+    assert greeted > 100, f"only {greeted} exchanges during {event}"
+    return lost
+
+
+def installed(name: str, how: str) -> str:
+    """
+    The path of program ``name``, beside this Python (a test extra) or on
+    PATH; fails saying ``how`` to install it.
+    """
+    beside = os.path.join(BIN, name)
+    path = beside if os.path.exists(beside) else shutil.which(name)
+    if path is None:
+        raise AssertionError(f"{name} is not installed ({how})")
+    return path
 
 
 def report(test: str, **figures: object) -> None:

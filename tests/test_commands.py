@@ -18,6 +18,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import eventsFromJSONLogFile
 
 from .support import (
+    CHECKOUT,
     TIMEOUT,
     CommandTestCase,
     classicClient,
@@ -27,8 +28,6 @@ from .support import (
     inThread,
     readToEnd,
 )
-
-CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class TwistTests(CommandTestCase):

@@ -14,8 +14,6 @@ import glob
 import json
 import os
 import re
-import shutil
-import sys
 from typing import Any
 
 from twisted.internet import reactor
@@ -23,28 +21,26 @@ from twisted.internet.task import deferLater
 
 from .pki import PKI
 from .support import (
+    CHECKOUT,
     TIMEOUT,
     CommandTestCase,
     classicClient,
     command,
     freePort,
+    installed,
     inThread,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = CHECKOUT
 DOCKERFILE = os.path.join(ROOT, "Dockerfile")
 MANIFESTS = sorted(glob.glob(os.path.join(ROOT, "contrib", "kubernetes", "*.yaml")))
 
 
 def tool(name: str) -> str:
     """
-    A program installed beside this Python (the test extra) or on PATH.
+    A program of the test extra.
     """
-    beside = os.path.join(os.path.dirname(sys.executable), name)
-    path = beside if os.path.exists(beside) else shutil.which(name)
-    if path is None:
-        raise AssertionError(f"{name} is not installed (pip install -e '.[test]')")
-    return path
+    return installed(name, "pip install -e '.[test]'")
 
 
 def dockerCommand() -> list[str]:

@@ -18,29 +18,24 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from .support import (
+    CHECKOUT,
     TIMEOUT,
     CommandTestCase,
     classicClient,
     command,
     freePort,
+    installed,
     inThread,
 )
 
-CONTRIB = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "contrib",
-    "prometheus",
-)
+CONTRIB = os.path.join(CHECKOUT, "contrib", "prometheus")
 
 
 def tool(name: str) -> str:
     """
     The path of a Prometheus program, which must be installed.
     """
-    path = shutil.which(name)
-    if path is None:
-        raise AssertionError(f"{name} is not installed (apt-get install prometheus)")
-    return path
+    return installed(name, "apt-get install prometheus")
 
 
 def query(port: int, expression: str) -> list[dict[str, object]]:

@@ -29,7 +29,7 @@ from .support import (
     continuousLoad,
     freePort,
     inThread,
-    report,
+    lostUnder,
 )
 
 # Like systemd: descriptor 3 is the socket, LISTEN_PID names the process that
@@ -91,12 +91,7 @@ class SocketActivationTests(CommandTestCase):
             await deferLater(reactor, 1.5)
         finally:
             stop.set()
-        results = [await load for load in loads]
-        lost = [failure for load in results for failure in load.lost]
-        greeted = sum(load.greeted for load in results)
-        report("socket-activation restart", exchanges=greeted, lost=len(lost))
-        self.assertEqual(lost, [])
-        self.assertGreater(greeted, 100)
+        self.assertEqual(await lostUnder("socket-activation restart", loads), [])
         second.transport.signalProcess("TERM")  # type: ignore[union-attr]
         self.assertEqual(await second.ended.addTimeout(TIMEOUT, reactor), 0)
 
