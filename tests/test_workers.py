@@ -1267,6 +1267,44 @@ class WorkersCommandTests(CommandTestCase):
         reloadedBy = {e.get("worker") for e in events if e.get("outcome") == "reloaded"}
         self.assertEqual(reloadedBy, {1, 2})
 
+    async def test_twistdRoll(self) -> None:
+        """
+        Under ``twistd`` too, SIGUSR2 to the parent rolls the workers: the
+        log says each was replaced and the roll is complete, the new
+        workers greet, and SIGTERM stops them all with exit status 0.
+        """
+        port = freePort()
+        log = os.path.join(self.folder, "twistd.log")
+        server = await self.startServer(
+            [
+                command("twistd"),
+                "--nodaemon",
+                "--pidfile=",
+                f"--logfile={log}",
+                "hellotcp",
+                "--workers",
+                "2",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+            ],
+            port,
+        )
+        await inThread(classicClient, port)
+        server.transport.signalProcess(signal.SIGUSR2)  # type: ignore[union-attr]
+        deadline = time.monotonic() + 3 * TIMEOUT
+        while True:
+            with open(log) as lines:
+                text = lines.read()
+            if "rolling restart complete: 2 workers replaced" in text:
+                break
+            self.assertLess(time.monotonic(), deadline, text[-2000:])
+            await deferLater(reactor, 0.1)
+        self.assertEqual(text.count("rolling restart: worker"), 2)
+        answers = await inThread(lambda: [classicClient(port)[0] for _ in range(4)])
+        self.assertEqual(answers, [b"Hello, client!"] * 4)
+        server.transport.signalProcess("TERM")  # type: ignore[union-attr]
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+
     async def test_twistd(self) -> None:
         """
         Under ``twistd``, the workers log to its log file, in text, each line
