@@ -35,6 +35,7 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamClientEndpoint,
 )
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -137,7 +138,9 @@ class MemoryConnection:
 
     :ivar client: The client's protocol.
     :ivar server: The server's protocol, or `None` if the server factory
-        refused the connection (the client then sees it closed at once).
+        refused the connection: the client then sees the end of the
+        server's data at once, or a reset if it had sent anything, as
+        from a socket accepted and closed.
     :ivar clientTransport: The client's side.
     :ivar serverTransport: The server's side.
     """
@@ -165,8 +168,10 @@ class MemoryConnection:
         self.serverTransport = MemoryTransport(serverAddress, clientAddress)
         self.clientTransport.protocol = client
         if server is None:
-            self.serverTransport.lost = True
-            self.serverTransport.writeClosed = True
+            # A refused connection is accepted and closed at once: a bare
+            # protocol stands for the socket the server closes.
+            self.serverTransport.protocol = Protocol()
+            self.serverTransport.loseConnection()
         else:
             self.serverTransport.protocol = server
             server.makeConnection(self.serverTransport)

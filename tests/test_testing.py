@@ -199,6 +199,11 @@ class PlainExchangeTests(SynchronousTestCase):
         endpoint.connect(Factory.forProtocol(Recorder))
         answer = greet(self.clock, endpoint, "hi")
         self.assertIsNone(endpoint.connections[1].server)
+        # A client that sends nothing sees the end of the server's data.
+        silent = Recorder()
+        endpoint.connect(Factory.forProtocol(lambda: silent))
+        endpoint.flush()
+        self.assertEqual(silent.events, ["made", ConnectionDone])
         endpoint.flush()
         self.failureResultOf(answer, ConnectionLost)
 
