@@ -49,19 +49,29 @@ class StopSignals:
         Handle the signals now, and again once the reactor runs (it installs
         its own handlers as it starts): one that comes before the reactor
         runs is a graceful stop as soon as it does, not death by the signal.
+
+        Until the reactor runs they are held blocked: Python calls whichever
+        handler is installed when it gets round to a signal, not the one
+        installed when it came, so one arriving between the reactor's
+        handlers and ours would still reach Twisted's (which makes ``twist``
+        die by it).  Blocked, it waits and is delivered to ours.
         """
-        self._install()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        self._setHandlers()
         self._reactor.callWhenRunning(self._install)
 
-    def _install(self) -> None:
+    def _setHandlers(self) -> None:
         signal.signal(signal.SIGTERM, self.handler)
         signal.signal(
             signal.SIGINT, self.handler if self._interrupt else signal.SIG_IGN
         )
-        # A worker's parent starts it with these blocked (see
-        # hellotcp.workers): one that came meanwhile is handled now.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
         ignoreAtExit(signal.SIGTERM, signal.SIGINT)
+
+    def _install(self) -> None:
+        self._setHandlers()
+        # Held since takeOver (and, in a worker, since its parent started
+        # it: see hellotcp.workers): one that came meanwhile is handled now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
     def handler(self, number: int, frame: FrameType | None) -> None:
         """

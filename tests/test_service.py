@@ -123,6 +123,12 @@ class SignalTests(SynchronousTestCase):
     one aborts open exchanges.
     """
 
+    def setUp(self) -> None:
+        # A service holds SIGTERM and SIGINT blocked until its reactor runs;
+        # memory reactors that never run must not leave trial's so.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        self.addCleanup(signal.pthread_sigmask, signal.SIG_SETMASK, previous)
+
     def test_takesOverSignals(self) -> None:
         """
         Once the reactor runs, SIGTERM and SIGINT are the service's.
@@ -157,6 +163,38 @@ class SignalTests(SynchronousTestCase):
         self.assertEqual(signal.getsignal(signal.SIGTERM), service._signals.handler)
         self.assertEqual(signal.getsignal(signal.SIGINT), service._signals.handler)
 
+    def test_heldUntilTheReactorRuns(self) -> None:
+        """
+        From the start until the reactor runs, SIGTERM and SIGINT are held
+        blocked, so one cannot reach the handlers the reactor installs as
+        it starts (Twisted's make ``twist`` die by the signal); once it
+        runs, one that came meanwhile reaches the service's, and is a stop.
+        """
+        queued: list[Any] = []
+
+        class ThreadedMemoryReactor(MemoryReactorClock):
+            def callFromThread(self, f: Any, *args: object) -> None:
+                queued.append((f, args))
+
+        memory = ThreadedMemoryReactor()
+        service = HelloService(
+            HelloServerFactory(clock=Clock()), memory, handleSignals=True
+        )
+        for number in (signal.SIGTERM, signal.SIGINT):
+            self.addCleanup(signal.signal, number, signal.getsignal(number))
+        service.startService()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        self.assertLessEqual({signal.SIGTERM, signal.SIGINT}, blocked)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # waits
+        # What the reactor installs as it starts, which must not see it.
+        signal.signal(signal.SIGTERM, lambda *args: queued.append("twisted"))
+        self.assertEqual(queued, [])
+        memory.run()
+        self.assertEqual(queued, [(service._stopRequested, ("SIGTERM",))])
+        self.assertNotIn(
+            signal.SIGTERM, signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        )
+
     def test_heldSignalsHandled(self) -> None:
         """
         A SIGTERM that waits, blocked (as a worker's parent starts it), is
@@ -178,6 +216,7 @@ class SignalTests(SynchronousTestCase):
             self.addCleanup(signal.signal, number, signal.getsignal(number))
         signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # blocked: waits
         service.startService()
+        memory.run()
         self.assertEqual(queued, [(service._stopRequested, ("SIGTERM",))])
         self.assertNotIn(
             signal.SIGTERM, signal.pthread_sigmask(signal.SIG_BLOCK, set())
