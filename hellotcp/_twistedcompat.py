@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from attrs import field, frozen
 from cryptography.hazmat.bindings.openssl.binding import Binding
@@ -480,6 +480,37 @@ def parentLogging(parent: Mapping[str, Any] | None) -> ParentLogging:
         return ParentLogging(["--log-format=text"])
     path = os.path.abspath(logfile)
     return ParentLogging(["--log-format=text", f"--log-file={path}"], 1, path)
+
+
+@frozen
+class TwistLog:
+    """
+    Where and how ``twist`` writes its log.
+
+    :ivar descriptor: The descriptor of its ``--log-file`` (standard output
+        by default; in a worker, its parent's log).
+    :ivar format: ``"text"`` or ``"json"`` (``--log-format``, or the one
+        ``twist`` chose: text for a terminal, else JSON).
+    """
+
+    descriptor: int
+    format: Literal["text", "json"]
+
+
+def twistLog(parent: Mapping[str, Any] | None) -> TwistLog | None:
+    """
+    Where and how ``twist`` writes its log, or `None` under ``twistd``
+    (whose log file rotates behind its own object) or outside either.
+
+    :param parent: The options of the command that runs the plugin.
+    """
+    if parent is None or parent.get("logFormat") not in ("text", "json"):
+        return None
+    try:
+        descriptor = parent["logFile"].fileno()
+    except (AttributeError, KeyError, OSError, ValueError):
+        return None
+    return TwistLog(descriptor, parent["logFormat"])
 
 
 def twistOptions() -> Any:

@@ -23,14 +23,15 @@ from attrs import field, frozen
 from twisted.application.service import Service
 from twisted.application.strports import service as listenerService
 from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 
 from . import metrics
 from ._filelimit import RESERVED_DESCRIPTORS, fitFileLimit, raiseFileLimit
 from ._listeners import DEFAULT_BACKLOG, splitProxy, withBacklog
 from ._signals import holdHangUps
 from ._systemd import notify, reloading
-from ._twistedcompat import ParentLogging
+from ._twistedcompat import ParentLogging, TwistLog
+from .exchangelog import ExchangeLogFile, FlushFirst
 from .metricspage import MAX_CONNECTIONS as METRICS_MAX_CONNECTIONS
 from .metricspage import metricsSite
 from .protocol import HelloServerFactory, ServerSettings
@@ -92,6 +93,7 @@ def buildService(
     logging: ParentLogging,
     logGreetings: bool = True,
     logHealthChecks: bool = False,
+    exchangesTo: TwistLog | None = None,
 ) -> HelloService | WorkerSupervisor:
     """
     The service that runs ``plan``: one server, or, with more than one
@@ -102,11 +104,36 @@ def buildService(
     :param logGreetings: Whether greetings are logged (info events pass).
     :param logHealthChecks: Whether health checks are logged (debug events
         pass; twice a second per balancer).
+    :param exchangesTo: Under ``twist``, its log, where the records of
+        greetings and health checks are written by an
+        `hellotcp.exchangelog.ExchangeLogFile` rather than through
+        `twisted.logger`.
     """
     worker = thisWorker()
     if worker is None and plan.workers > 1:
         return _supervisor(reactor, plan, logging)
-    return _server(reactor, plan, worker, logGreetings, logHealthChecks)
+    exchangeLog = None
+    if exchangesTo is not None and (logGreetings or logHealthChecks):
+        exchangeLog = _exchangeLog(reactor, exchangesTo, worker)
+    return _server(reactor, plan, worker, logGreetings, logHealthChecks, exchangeLog)
+
+
+def _exchangeLog(
+    reactor: IReactorCore, log: TwistLog, worker: int | None
+) -> ExchangeLogFile:
+    """
+    The buffered writer of exchange records into ``twist``'s log, flushed
+    before any other event reaches that log (so the file stays in order)
+    and once the reactor has stopped (so a graceful stop loses nothing).
+    """
+    exchangeLog = ExchangeLogFile(
+        log.descriptor, log.format, cast(IReactorTime, reactor), worker=worker
+    )
+    # Added while the plugin builds its service, before twist adds the
+    # observer that writes its log: this one comes first.
+    globalLogPublisher.addObserver(FlushFirst(exchangeLog))
+    reactor.addSystemEventTrigger("after", "shutdown", exchangeLog.flush)
+    return exchangeLog
 
 
 def descriptorsNeeded(listeners: int, worker: bool, metricsPage: bool) -> int:
@@ -129,6 +156,7 @@ def _server(
     worker: int | None,
     logGreetings: bool,
     logHealthChecks: bool,
+    exchangeLog: ExchangeLogFile | None,
 ) -> HelloService:
     """
     The server of a single process, or of worker number ``worker``.
@@ -148,6 +176,7 @@ def _server(
         logGreetings=logGreetings,
         metrics=counted,
         logHealthChecks=logHealthChecks,
+        exchangeLog=exchangeLog,
     )
     service = HelloService(
         factory,

@@ -59,6 +59,7 @@ what the outer one reports.
 from __future__ import annotations
 
 from enum import Enum
+from time import time
 from typing import TYPE_CHECKING, cast
 
 from attrs import frozen
@@ -72,7 +73,7 @@ from twisted.internet.interfaces import (
     ITCPTransport,
 )
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
-from twisted.logger import Logger, LogLevel
+from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
@@ -526,6 +527,12 @@ class HelloServerFactory(_ServerFactory):
         where debug events are kept (``twist --log-level=debug``), since
         ``twistd`` and most applications write every level they are given.
     :ivar metrics: Where connections and exchanges are counted.
+    :ivar exchangeLog: Where the records of greetings and health checks go:
+        `None` (the default) for `twisted.logger`'s global publisher, or a
+        log observer of their own, such as the buffered
+        `hellotcp.exchangelog.ExchangeLogFile` that ``twist hellotcp``
+        writes with.  Failures always go through `twisted.logger`, where
+        they are summarised.
     :ivar draining: Whether the server is about to stop: health checks
         (`HEALTH_CHECK_MESSAGE`) are then closed without a greeting, so that
         a load balancer takes the server out before it stops listening;
@@ -544,6 +551,7 @@ class HelloServerFactory(_ServerFactory):
         logGreetings: bool = True,
         metrics: ServerMetrics = NO_METRICS,
         logHealthChecks: bool = False,
+        exchangeLog: ILogObserver | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -556,6 +564,7 @@ class HelloServerFactory(_ServerFactory):
         self.logGreetings = logGreetings
         self.logHealthChecks = logHealthChecks
         self.metrics = metrics
+        self.exchangeLog = exchangeLog
         self._stopping = False
         self._idle: list[Deferred[None]] = []
 
@@ -606,10 +615,22 @@ class HelloServerFactory(_ServerFactory):
             if result is Outcome.TLS_FAILED:
                 kind = f"{kind} ({fields.get('reason')})"
             self.failures.emit(kind, LogLevel.info, format, **fields)
-        elif result is Outcome.HEALTH_CHECK:
-            _log.debug(format, **fields)
-        else:
-            _log.info(format, **fields)
+            return
+        level = LogLevel.debug if result is Outcome.HEALTH_CHECK else LogLevel.info
+        if self.exchangeLog is None:
+            _log.emit(level, format, **fields)
+            return
+        # The event Logger.emit would build, without what only Twisted's
+        # own observers read (log_logger, log_source).
+        self.exchangeLog(
+            {
+                "log_time": time(),
+                "log_level": level,
+                "log_namespace": _log.namespace,
+                "log_format": format,
+                **fields,
+            }
+        )
 
     def connectionStarted(self, protocol: HelloServerProtocol, now: float) -> bool:
         """

@@ -27,7 +27,13 @@ from ._options import (
     oneLineHelp,
 )
 from ._signals import noteHangUps
-from ._twistedcompat import logsDebug, logsInfo, parentLogging, parseEndpoint
+from ._twistedcompat import (
+    logsDebug,
+    logsInfo,
+    parentLogging,
+    parseEndpoint,
+    twistLog,
+)
 from ._wiring import ServerPlan, buildService
 from .protocol import DEFAULT_GREETING, ServerSettings
 from .service import HelloService
@@ -433,5 +439,10 @@ def makeService(config: Options) -> HelloService | WorkerSupervisor:
     )
     reactor = cast(IReactorCore, config.reactor)
     return buildService(
-        reactor, plan, parentLogging(parent), logsInfo(parent), logsDebug(parent)
+        reactor,
+        plan,
+        parentLogging(parent),
+        logsInfo(parent),
+        logsDebug(parent),
+        twistLog(parent),
     )
