@@ -209,7 +209,7 @@ def servers(pki: str, idle: bool = False) -> list[Server]:
             listen = listenArguments(port, pki if tls else None)
             argv = [
                 f"{BIN}/twist",
-                "--log-file=hellotcp.log",
+                f"--log-file=hellotcp-{port}.log",
                 *extra,
                 "hellotcp",
                 *listen,
@@ -217,14 +217,26 @@ def servers(pki: str, idle: bool = False) -> list[Server]:
                 *(["--timeout", "120"] if idle else []),
             ]
             result.append(Server(name, tls, argv, port=port))
-        kinds = ["twisted", "asyncio"] + ([] if tls or idle else ["classic"])
+        # Over TLS both Twisted servers close alike (with a close alert).
+        kinds = ["twisted", "asyncio"]
+        if not (tls or idle):
+            kinds[1:1] = ["twisted-safe"]
+            kinds.append("classic")
         for kind in kinds:
             port = freePort()
             files = [certificate, key] if tls else []
             argv = [sys.executable, f"{HERE}/servers.py", kind, str(port), *files]
-            label = {"classic": "classic blocking"}.get(kind, f"{kind} minimal")
-            result.append(Server(label, tls, argv, port=port))
+            result.append(Server(BASELINES[kind], tls, argv, port=port))
     return result
+
+
+BASELINES = {
+    "twisted": "twisted minimal",
+    "twisted-safe": "twisted safe-close",
+    "asyncio": "asyncio minimal",
+    "classic": "classic blocking",
+}
+"""The baselines of bench/servers.py, by the names the tables give them."""
 
 
 @dataclass
@@ -405,6 +417,42 @@ def idleMemory(
     return asyncio.run(main())
 
 
+def logVolume(folder: str, format: str, count: int = 200) -> dict[str, Any]:
+    """
+    The size of the record ``twist hellotcp`` writes per exchange with the
+    default message, in ``format``: ``count`` exchanges, then SIGTERM (a
+    graceful stop writes out every record), then the log is read.
+    """
+    port = freePort()
+    path = os.path.join(folder, f"volume-{format}.log")
+    server = Server(
+        "hellotcp",
+        False,
+        [
+            f"{BIN}/twist",
+            f"--log-format={format}",
+            f"--log-file={path}",
+            "hellotcp",
+            *listenArguments(port, None),
+        ],
+        port=port,
+    )
+    server.start(folder)
+    try:
+        asyncio.run(load(port, None, count, 4))
+    finally:
+        server.stop()
+    with open(path, "rb") as log:
+        sizes = [len(line) for line in log if b"Hello, server!" in line]
+    return {
+        "format": format,
+        "records": len(sizes),
+        "mean_bytes": round(statistics.mean(sizes), 1) if sizes else None,
+        "max_bytes": max(sizes, default=0),
+        "target": {"text": 120, "json": 300}[format],
+    }
+
+
 def summarise(values: list[float]) -> dict[str, float]:
     """
     Median and spread.
@@ -416,33 +464,39 @@ def summarise(values: list[float]) -> dict[str, float]:
     }
 
 
+CPU, P99 = "cpuUsPerExchange", "p99ms"
+CHECKS: list[tuple[str, str, bool, str, float | None, int | None]] = [
+    # (ours, baseline, TLS, measure, target, at this concurrency only)
+    ("hellotcp", "hellotcp (warn)", False, CPU, 1.10, None),
+    ("hellotcp", "twisted minimal", False, CPU, 1.4, None),
+    ("hellotcp", "asyncio minimal", False, CPU, 1.2, None),
+    ("hellotcp (warn)", "twisted safe-close", False, CPU, 1.15, None),
+    ("hellotcp", "twisted minimal", True, CPU, 1.10, None),
+    ("hellotcp", "twisted minimal", True, P99, 1.2, 128),
+    ("hellotcp", "hellotcp (warn)", True, CPU, None, None),
+    ("twisted safe-close", "twisted minimal", False, CPU, None, None),
+    ("hellotcp (metrics)", "hellotcp", False, CPU, None, None),
+    ("hellotcp (metrics)", "hellotcp", True, CPU, None, None),
+]
+"""What is compared: issue 16's targets, then figures that explain them."""
+
+IDLE_TARGETS_KIB = {False: 2, True: 30}
+"""The most memory hellotcp may hold per idle connection, plain and TLS."""
+
+
 def ratios(runs: list[Run]) -> list[dict[str, Any]]:
     """
     hellotcp's CPU per exchange over each baseline's, pair by pair within a
     repetition, against the targets.
     """
-    table = {
-        (r.server, r.tls, r.concurrency, r.repetition): r.cpuUsPerExchange for r in runs
-    }
-    checks = [
-        ("hellotcp", "asyncio minimal", False, 0.8),
-        ("hellotcp", "twisted minimal", False, 1.6),
-        ("hellotcp (warn)", "twisted minimal", False, 1.25),
-        ("hellotcp", "twisted minimal", True, 1.1),
-        ("hellotcp (warn)", "twisted minimal", True, 1.1),
-        ("hellotcp", "asyncio minimal", True, None),
-        ("hellotcp (metrics)", "twisted minimal", False, 1.6),
-        ("hellotcp (metrics)", "twisted minimal", True, 1.1),
-        ("hellotcp (metrics)", "hellotcp", False, None),
-        ("hellotcp (metrics)", "hellotcp", True, None),
-    ]
+    table = {(r.server, r.tls, r.concurrency, r.repetition): r for r in runs}
     result = []
     repetitions = sorted({r.repetition for r in runs})
-    for ours, theirs, tls, target in checks:
-        for concurrency in CONCURRENCIES:
+    for ours, theirs, tls, measure, target, only in CHECKS:
+        for concurrency in CONCURRENCIES if only is None else (only,):
             values = [
-                table[(ours, tls, concurrency, n)]
-                / table[(theirs, tls, concurrency, n)]
+                getattr(table[(ours, tls, concurrency, n)], measure)
+                / getattr(table[(theirs, tls, concurrency, n)], measure)
                 for n in repetitions
                 if (ours, tls, concurrency, n) in table
                 and (theirs, tls, concurrency, n) in table
@@ -456,6 +510,7 @@ def ratios(runs: list[Run]) -> list[dict[str, Any]]:
                     "baseline": theirs,
                     "tls": tls,
                     "concurrency": concurrency,
+                    "measure": "p99 latency" if measure == "p99ms" else "CPU",
                     "ratio": summary,
                     "target": target,
                     "met": None if target is None else summary["median"] <= target,
@@ -509,10 +564,11 @@ def markdown(report: dict[str, Any]) -> str:
                 )
         lines.append("")
     lines += [
-        "### Ratios of server CPU per exchange, pair by pair within each repetition",
+        "### Ratios, pair by pair within each repetition",
         "",
-        "| hellotcp | baseline | TLS | concurrency | ratio (median, min–max) | target | met |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| server | baseline | TLS | measure | concurrency "
+        "| ratio (median, min–max) | target | met |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in report["ratios"]:
         ratio = row["ratio"]
@@ -520,21 +576,43 @@ def markdown(report: dict[str, Any]) -> str:
         met = {None: "", True: "yes", False: "no"}[row["met"]]
         lines.append(
             f"| {row['ours']} | {row['baseline']} | {'yes' if row['tls'] else 'no'} "
+            f"| {row.get('measure', 'CPU')} "
             f"| {row['concurrency']} | {ratio['median']} ({ratio['min']}–{ratio['max']}) "
             f"| {target} | {met} |"
         )
+    volume = report.get("log_volume")
+    if volume:
+        lines += [
+            "",
+            "### Log volume (`twist hellotcp`, the default message)",
+            "",
+            "| format | records | bytes per record (mean, max) | target | met |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for row in volume:
+            lines.append(
+                f"| {row['format']} | {row['records']} | {row['mean_bytes']}, "
+                f"{row['max_bytes']} | ≤ {row['target']} "
+                f"| {'yes' if row['max_bytes'] <= row['target'] else 'no'} |"
+            )
     lines += [
         "",
         "### Idle connections",
         "",
-        "| server | TLS | held | errors | RSS before KiB | RSS after KiB | KiB per connection |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| server | TLS | held | errors | RSS before KiB | RSS after KiB "
+        "| KiB per connection | target |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in report["idle"]:
+        target = ""
+        if row["server"] == "hellotcp":
+            limit = IDLE_TARGETS_KIB[row["tls"]]
+            met = "met" if row["kib_per_connection"] <= limit else "not met"
+            target = f"≤ {limit} ({met})"
         lines.append(
             f"| {row['server']} | {'yes' if row['tls'] else 'no'} | {row['held']} "
             f"| {row['errors'] or 0} | {row['rss_before_kib']} | {row['rss_after_kib']} "
-            f"| {row['kib_per_connection']} |"
+            f"| {row['kib_per_connection']} | {target} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -631,12 +709,17 @@ def main() -> None:
         for server in everything:
             server.stop()
 
+    volume = [logVolume(folder, format) for format in ("text", "json")]
+    for row in volume:
+        print(row, file=sys.stderr)
+
     def write(idle: list[dict[str, Any]]) -> str:
         report = {
             "machine": machine(),
             "repetitions": arguments.repetitions,
             "runs": [run.__dict__ for run in runs],
             "ratios": ratios(runs),
+            "log_volume": volume,
             "idle": idle,
         }
         os.makedirs(arguments.out, exist_ok=True)

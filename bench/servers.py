@@ -1,15 +1,20 @@
 """
 The baselines hellotcp is measured against, each speaking the same
 protocol on the same listen backlog: the message ends at a line feed (or the
-client's half-close), the server answers with the greeting, shuts down its
-writing side, and closes once the client has closed (as docs/protocol.md
-defines the close: closing at once would reset a client still sending, and
-would measure less work than the protocol asks of a server).  Over TLS, where
-a stream cannot be half-closed, they close with a TLS close alert.
+client's half-close) and the server answers with the greeting.
 
-  python bench/servers.py twisted PORT [CERT KEY]   the minimal Twisted server
-  python bench/servers.py asyncio PORT [CERT KEY]   a minimal asyncio.Protocol server
-  python bench/servers.py classic PORT              the classic blocking server
+Most close safely, as docs/protocol.md defines the close: they shut down
+their writing side and close once the client has closed (closing at once
+would reset a client still sending).  The dozen-line Twisted server closes
+at once instead (``loseConnection`` at the first ``dataReceived``): the
+least a Twisted server can do, and what a first Twisted server usually
+does.  Over TLS, where a stream cannot be half-closed, every one closes with
+a TLS close alert.
+
+  python bench/servers.py twisted PORT [CERT KEY]        the dozen-line Twisted server
+  python bench/servers.py twisted-safe PORT [CERT KEY]   the same with the safe close
+  python bench/servers.py asyncio PORT [CERT KEY]        a minimal asyncio.Protocol server
+  python bench/servers.py classic PORT                   the classic blocking server
 
 None logs anything; with CERT and KEY they serve TLS.
 """
@@ -27,7 +32,23 @@ BACKLOG = 4096
 
 def twisted(port: int, tls: tuple[str, str] | None) -> None:
     """
-    The floor for anything built on Twisted: a dozen lines of Protocol.
+    The floor for anything built on Twisted: a dozen lines of Protocol,
+    closing at once.
+    """
+    from twisted.internet import reactor as _reactor
+    from twisted.internet.protocol import Factory, Protocol
+
+    class Greeter(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            self.transport.write(GREETING)  # type: ignore[union-attr]
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    _serve(_reactor, Factory.forProtocol(Greeter), port, tls)
+
+
+def twistedSafe(port: int, tls: tuple[str, str] | None) -> None:
+    """
+    The dozen-line Twisted server with the protocol's safe close.
     """
     from twisted.internet import reactor as _reactor
     from twisted.internet.interfaces import IHalfCloseableProtocol, ITCPTransport
@@ -59,8 +80,10 @@ def twisted(port: int, tls: tuple[str, str] | None) -> None:
         def writeConnectionLost(self) -> None:
             pass
 
-    reactor: Any = _reactor
-    factory = Factory.forProtocol(Greeter)
+    _serve(_reactor, Factory.forProtocol(Greeter), port, tls)
+
+
+def _serve(reactor: Any, factory: Any, port: int, tls: tuple[str, str] | None) -> None:
     factory.noisy = False
     if tls:
         from twisted.internet import ssl as tssl
@@ -139,4 +162,10 @@ def classic(port: int, tls: None) -> None:
 if __name__ == "__main__":
     kind, port = sys.argv[1], int(sys.argv[2])
     files = (sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else None
-    {"twisted": twisted, "asyncio": asyncio, "classic": classic}[kind](port, files)  # type: ignore[operator]
+    kinds = {
+        "twisted": twisted,
+        "twisted-safe": twistedSafe,
+        "asyncio": asyncio,
+        "classic": classic,
+    }
+    kinds[kind](port, files)  # type: ignore[operator]

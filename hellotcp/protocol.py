@@ -67,7 +67,6 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
-    IDelayedCall,
     IHalfCloseableProtocol,
     IReactorTime,
     ITCPTransport,
@@ -80,6 +79,7 @@ from zope.interface import Interface, implementer
 from ._connections import ConnectionTable
 from ._escape import escape, escapeText
 from ._summary import SummarizingLog
+from ._timeouts import Countdown, Countdowns
 
 # What both ends share lives in _wire; these names stay importable from here,
 # where they were first defined.
@@ -264,9 +264,10 @@ class HelloServerProtocol(Protocol):
     Serve one exchange: read a message, log it, answer with the greeting,
     close.
 
-    One timer per connection serves every timeout: the idle timeout before
-    the first byte, the pause that ends an unterminated message, the linger
-    after the answer, and the overall deadline.
+    Each connection counts down to its overall deadline, and to one of: the
+    idle timeout before the first byte, the pause that ends an unterminated
+    message, the linger after the answer (the factory's countdowns, one
+    reactor timer for all connections: see `hellotcp._timeouts`).
     """
 
     transport: ITCPTransport
@@ -285,8 +286,7 @@ class HelloServerProtocol(Protocol):
         self._message = b""
         self._outcome = Outcome.LOST
         self._started = 0.0
-        self._deadline = 0.0
-        self._timer: IDelayedCall | None = None
+        self._countdown: Countdown[HelloServerProtocol] | None = None
         self._client: str | None = None
         self._received = 0
         self._flushed = False
@@ -312,10 +312,8 @@ class HelloServerProtocol(Protocol):
             self._state = _State.CLOSED
             self.transport.loseConnection()
             return
-        self._deadline = now + self._settings.deadline
-        self._timer = self._clock.callLater(
-            min(self._settings.timeout, self._settings.deadline), self._timerFired
-        )
+        self.factory._deadlines.start(self)
+        self._countDown(self.factory._silences)
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -339,7 +337,7 @@ class HelloServerProtocol(Protocol):
             self._answer(buffered[:maximum], Outcome.TOO_LONG)
         else:
             self._buffer = buffered
-            self._resetTimer(self._settings.messageGap)
+            self._countDown(self.factory._pauses)
 
     def readConnectionLost(self) -> None:
         """
@@ -392,22 +390,24 @@ class HelloServerProtocol(Protocol):
         """
         if self._state is _State.CLOSED:
             return  # refused in connectionMade, and logged there
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._countDown(None)
+        self.factory._deadlines.stop(self)
         problem = None
+        # (isinstance: Failure.check compares the names of every class the
+        # exception derives from, which costs more than the rest here)
+        done = isinstance(reason.value, ConnectionDone)
         if self._state is _State.READING:
             self._message = self._buffer
             if self._headerRefusal is not None:
                 self._outcome = Outcome.BAD_PROXY_HEADER
                 problem = self._headerRefusal  # escaped where it was made
-            elif self._outcome is Outcome.LOST and not reason.check(ConnectionDone):
+            elif self._outcome is Outcome.LOST and not done:
                 if self._tlsFailure is not None:
                     self._outcome = Outcome.TLS_FAILED
                     problem = escapeText(self._tlsFailure)
                 else:
                     problem = escapeText(reason.getErrorMessage())
-        elif not self._flushed and not reason.check(ConnectionDone):
+        elif not self._flushed and not done:
             # The connection broke before the greeting was written out (a
             # clean close, or our half-close completing, comes only after):
             # the client was not answered.
@@ -469,33 +469,36 @@ class HelloServerProtocol(Protocol):
             self.transport.loseConnection()
         else:
             self.transport.loseWriteConnection()
-        self._resetTimer(self._settings.linger)
+        self._countDown(self.factory._lingers)
 
-    def _resetTimer(self, delay: float) -> None:
-        now = self._clock.seconds()
-        due = min(now + delay, self._deadline)
-        timer = self._timer
-        if timer is not None and timer.active():
-            if due >= timer.getTime():
-                timer.reset(due - now)
-                return
-            # Moving a reactor timer sooner searches the reactor's whole heap
-            # (linear in the connections open); a new timer is logarithmic.
-            timer.cancel()
-        self._timer = self._clock.callLater(max(due - now, 0), self._timerFired)
+    def _countDown(self, countdown: Countdown[HelloServerProtocol] | None) -> None:
+        """
+        Count down to ``countdown``'s end from now, instead of the one
+        running, if any.
+        """
+        if self._countdown is not None and self._countdown is not countdown:
+            self._countdown.stop(self)
+        self._countdown = countdown
+        if countdown is not None:
+            countdown.start(self)
 
-    def _timerFired(self) -> None:
-        if self._clock.seconds() >= self._deadline:
-            self.abort(Outcome.DEADLINE)
-        elif self._state is _State.ANSWERED:
-            # The client did not close within the linger time.
-            self.transport.abortConnection()
-        elif self._buffer:
-            # A pause after some bytes: the message is complete.
-            self._answer(self._buffer, Outcome.GREETED)
-        else:
-            self._outcome = Outcome.TIMEOUT
-            self.transport.loseConnection()
+    def _deadlinePassed(self) -> None:
+        self.abort(Outcome.DEADLINE)
+
+    def _silentTooLong(self) -> None:
+        self._countdown = None
+        self._outcome = Outcome.TIMEOUT
+        self.transport.loseConnection()
+
+    def _paused(self) -> None:
+        # A pause after some bytes: the message is complete.
+        self._countdown = None
+        self._answer(self._buffer, Outcome.GREETED)
+
+    def _lingeredTooLong(self) -> None:
+        # The client did not close within the linger time.
+        self._countdown = None
+        self.transport.abortConnection()
 
 
 if TYPE_CHECKING:
@@ -560,6 +563,24 @@ class HelloServerFactory(_ServerFactory):
         self.settings = settings
         self.clock = clock
         self.connections: ConnectionTable[HelloServerProtocol] = ConnectionTable()
+        # Every connection's timeouts, on one reactor timer (the deadline
+        # first: at the same instant, it wins), never armed further ahead
+        # than the shortest but the pause, so only that moves it sooner.
+        countdowns = Countdowns(
+            clock, min(settings.timeout, settings.linger, settings.deadline)
+        )
+        self._deadlines = countdowns.countdown(
+            settings.deadline, HelloServerProtocol._deadlinePassed
+        )
+        self._silences = countdowns.countdown(
+            settings.timeout, HelloServerProtocol._silentTooLong
+        )
+        self._pauses = countdowns.countdown(
+            settings.messageGap, HelloServerProtocol._paused
+        )
+        self._lingers = countdowns.countdown(
+            settings.linger, HelloServerProtocol._lingeredTooLong
+        )
         self.failures = SummarizingLog(_log, clock)
         self.logGreetings = logGreetings
         self.logHealthChecks = logHealthChecks
