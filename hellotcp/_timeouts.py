@@ -48,6 +48,7 @@ class Countdowns:
         self._queues: list[Countdown[object]] = []
         self._timer: IDelayedCall | None = None
         self._armedFor = 0.0
+        self._running = 0
 
     def countdown(self, delay: float, ended: Callable[[_T], object]) -> Countdown[_T]:
         """
@@ -57,28 +58,6 @@ class Countdowns:
         queue: Countdown[_T] = Countdown(self, delay, ended)
         self._queues.append(queue)  # type: ignore[arg-type]
         return queue
-
-    def seconds(self) -> float:
-        """
-        The clock's time.
-        """
-        return self._clock.seconds()
-
-    def started(self, due: float) -> None:
-        """
-        A countdown ending at ``due`` started: arm the timer for it if it is
-        the first, or ends before the one the timer is armed for.
-        """
-        if self._timer is None or due < self._armedFor:
-            self._arm(due)
-
-    def stopped(self) -> None:
-        """
-        A countdown was stopped: cancel the timer if none is left.
-        """
-        if self._timer is not None and not any(self._queues):
-            self._timer.cancel()
-            self._timer = None
 
     def _arm(self, due: float) -> None:
         if self._timer is not None:
@@ -111,6 +90,7 @@ class Countdown(Generic[_T]):
         :param ended: Called with each item whose countdown ends.
         """
         self._group = group
+        self._clock = group._clock
         self.delay = delay
         self._ended = ended
         self._due: OrderedDict[_T, float] = OrderedDict()
@@ -122,17 +102,29 @@ class Countdown(Generic[_T]):
         """
         Start ``item``'s countdown from now (again, if it was running).
         """
-        due = self._group.seconds() + self.delay
-        self._due.pop(item, None)
+        # (Countdowns' bookkeeping done here: this runs a few times for
+        # every exchange, and a call costs more than the work.)
+        group = self._group
+        due = self._clock.seconds() + self.delay
+        if self._due.pop(item, None) is None:
+            group._running += 1
         self._due[item] = due
-        self._group.started(due)
+        # Arm the timer if it is the first countdown, or ends before the one
+        # the timer is armed for.
+        if group._timer is None or due < group._armedFor:
+            group._arm(due)
 
     def stop(self, item: _T) -> None:
         """
         Stop ``item``'s countdown, if it is running.
         """
         if self._due.pop(item, None) is not None:
-            self._group.stopped()
+            group = self._group
+            group._running -= 1
+            if not group._running and group._timer is not None:
+                # None left: none pending on the reactor.
+                group._timer.cancel()
+                group._timer = None
 
     def head(self) -> float:
         """
@@ -150,4 +142,5 @@ class Countdown(Generic[_T]):
             if when > now + _EPSILON:
                 return
             del due[item]
+            self._group._running -= 1
             self._ended(item)

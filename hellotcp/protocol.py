@@ -272,28 +272,36 @@ class HelloServerProtocol(Protocol):
 
     transport: ITCPTransport
 
+    # The state of a new connection, as class attributes: a connection sets
+    # only what changes (a greeting is served thousands of times a second).
+    peer: str | None = None
+    _state = _State.READING
+    _buffer = b""
+    _message = b""
+    _outcome = Outcome.LOST
+    _started = 0.0
+    _address: IAddress  # set in connectionMade
+    # Every connection counts down to its deadline (the idle timeout first,
+    # then the rest of the way), and to one of the pause that ends a message
+    # and the linger after the answer.
+    _overall: Countdown[HelloServerProtocol] | None = None
+    _countdown: Countdown[HelloServerProtocol] | None = None
+    _client: str | None = None
+    _received = 0
+    _flushed = False
+    # What the wrappers reported (see IConnectionReport).
+    _peerRevealed = False
+    _headerRefusal: str | None = None
+    _tlsFailure: str | None = None
+
     def __init__(self, factory: HelloServerFactory) -> None:
         """
         :param factory: The factory that made this protocol: its settings,
             clock, connection table and metrics serve the connection.
         """
         self.factory = factory
-        self.peer: str | None = None
         self._settings = factory.settings
         self._clock = factory.clock
-        self._state = _State.READING
-        self._buffer = b""
-        self._message = b""
-        self._outcome = Outcome.LOST
-        self._started = 0.0
-        self._countdown: Countdown[HelloServerProtocol] | None = None
-        self._client: str | None = None
-        self._received = 0
-        self._flushed = False
-        # What the wrappers reported (see IConnectionReport).
-        self._peerRevealed = False
-        self._headerRefusal: str | None = None
-        self._tlsFailure: str | None = None
 
     def connectionMade(self) -> None:
         """
@@ -306,14 +314,15 @@ class HelloServerProtocol(Protocol):
         (see `HelloServerFactory.connectionSpoke`).
         """
         self._started = now = self._clock.seconds()
-        self.peer = getattr(self.transport.getPeer(), "host", None)
+        self._address = self.transport.getPeer()
+        self.peer = getattr(self._address, "host", None)
         if not self.factory.connectionStarted(self, now):
             # Closed as Twisted closes a connection its factory refuses.
             self._state = _State.CLOSED
             self.transport.loseConnection()
             return
-        self.factory._deadlines.start(self)
-        self._countDown(self.factory._silences)
+        self._overall = self.factory._silences
+        self._overall.start(self)
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -362,6 +371,7 @@ class HelloServerProtocol(Protocol):
         (see `HelloServerFactory.connectionSpoke`).
         """
         self._peerRevealed = True
+        self._address = self.transport.getPeer()
 
     def headerRefused(self, reason: str) -> None:
         """
@@ -390,8 +400,10 @@ class HelloServerProtocol(Protocol):
         """
         if self._state is _State.CLOSED:
             return  # refused in connectionMade, and logged there
-        self._countDown(None)
-        self.factory._deadlines.stop(self)
+        if self._overall is not None:
+            self._overall.stop(self)
+        if self._countdown is not None:
+            self._countdown.stop(self)
         problem = None
         # (isinstance: Failure.check compares the names of every class the
         # exception derives from, which costs more than the rest here)
@@ -416,28 +428,35 @@ class HelloServerProtocol(Protocol):
                 reason.getErrorMessage()
             )
         self._state = _State.CLOSED
-        self.factory.connectionEnded(self)
-        duration = round(self._clock.seconds() - self._started, 6)
-        self.factory.metrics.ended(
-            self._outcome.value,
-            self._received,
-            len(self._settings.greeting) if self._outcome in _ANSWERED else 0,
-            duration,
-            problem if self._outcome is Outcome.TLS_FAILED else None,
+        factory = self.factory
+        outcome = self._outcome
+        factory.connectionEnded(self)
+        metrics = factory.metrics
+        logged = not (
+            (outcome is Outcome.GREETED and not factory.logGreetings)
+            or (outcome is Outcome.HEALTH_CHECK and not factory.logHealthChecks)
         )
-        if self._outcome is Outcome.GREETED and not self.factory.logGreetings:
+        if metrics is NO_METRICS and not logged:
+            return  # (the common case at --log-level=warn: nothing to do)
+        duration = round(self._clock.seconds() - self._started, 6)
+        metrics.ended(
+            outcome.value,
+            self._received,
+            len(self._settings.greeting) if outcome in _ANSWERED else 0,
+            duration,
+            problem if outcome is Outcome.TLS_FAILED else None,
+        )
+        if not logged:
             return
-        if self._outcome is Outcome.HEALTH_CHECK and not self.factory.logHealthChecks:
-            return
-        self.factory.logExchange(
-            self._outcome,
+        factory.logExchange(
+            outcome,
             "{peer} {outcome}: {reason}"
             if problem
             else "{peer} ({client}) {outcome}: {message}"
             if self._client
             else "{peer} {outcome}: {message}",
-            peer=formatAddress(self.transport.getPeer()),
-            outcome=self._outcome.value,
+            peer=formatAddress(self._address),
+            outcome=outcome.value,
             message=escape(self._message),
             bytes=len(self._message),
             duration=duration,
@@ -476,19 +495,31 @@ class HelloServerProtocol(Protocol):
         Count down to ``countdown``'s end from now, instead of the one
         running, if any.
         """
-        if self._countdown is not None and self._countdown is not countdown:
-            self._countdown.stop(self)
+        running = self._countdown
+        if running is not None and running is not countdown:
+            running.stop(self)
         self._countdown = countdown
         if countdown is not None:
             countdown.start(self)
 
-    def _deadlinePassed(self) -> None:
-        self.abort(Outcome.DEADLINE)
+    def _silenceEnded(self) -> None:
+        # The idle timeout (or the deadline, if that is sooner) since the
+        # connection was made.
+        self._overall = None
+        settings = self._settings
+        if settings.deadline <= settings.timeout:
+            self.abort(Outcome.DEADLINE)
+        elif self._state is _State.READING and not self._buffer:
+            self._outcome = Outcome.TIMEOUT
+            self.transport.loseConnection()
+        else:
+            # It spoke: the rest of the way to the deadline.
+            self._overall = self.factory._deadlines
+            self._overall.start(self)
 
-    def _silentTooLong(self) -> None:
-        self._countdown = None
-        self._outcome = Outcome.TIMEOUT
-        self.transport.loseConnection()
+    def _deadlinePassed(self) -> None:
+        self._overall = None
+        self.abort(Outcome.DEADLINE)
 
     def _paused(self) -> None:
         # A pause after some bytes: the message is complete.
@@ -569,11 +600,12 @@ class HelloServerFactory(_ServerFactory):
         countdowns = Countdowns(
             clock, min(settings.timeout, settings.linger, settings.deadline)
         )
+        silence = min(settings.timeout, settings.deadline)
         self._deadlines = countdowns.countdown(
-            settings.deadline, HelloServerProtocol._deadlinePassed
+            settings.deadline - silence, HelloServerProtocol._deadlinePassed
         )
         self._silences = countdowns.countdown(
-            settings.timeout, HelloServerProtocol._silentTooLong
+            silence, HelloServerProtocol._silenceEnded
         )
         self._pauses = countdowns.countdown(
             settings.messageGap, HelloServerProtocol._paused
@@ -643,15 +675,11 @@ class HelloServerFactory(_ServerFactory):
             return
         # The event Logger.emit would build, without what only Twisted's
         # own observers read (log_logger, log_source).
-        self.exchangeLog(
-            {
-                "log_time": time(),
-                "log_level": level,
-                "log_namespace": _log.namespace,
-                "log_format": format,
-                **fields,
-            }
-        )
+        fields["log_time"] = time()
+        fields["log_level"] = level
+        fields["log_namespace"] = _log.namespace
+        fields["log_format"] = format
+        self.exchangeLog(fields)
 
     def connectionStarted(self, protocol: HelloServerProtocol, now: float) -> bool:
         """
@@ -669,7 +697,8 @@ class HelloServerFactory(_ServerFactory):
                 )
                 return False
         self.connections.add(protocol, peer, now)
-        self.metrics.accepted()
+        if self.metrics is not NO_METRICS:
+            self.metrics.accepted()
         return True
 
     def connectionSpoke(self, protocol: HelloServerProtocol) -> bool:
