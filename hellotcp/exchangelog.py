@@ -24,8 +24,10 @@ second).  `ExchangeLogFile` does the same for hellotcp's exchanges:
   records and ``twist``'s own events interleave by whole lines only.
 
 ``twist hellotcp`` writes greetings and health checks this way, to the file
-``twist --log-file`` names; failures go through `twisted.logger` as ever, so
-that they are summarised and can be observed.  An application that embeds
+``twist --log-file`` names; the factory hands it each record's fields
+(`IExchangeLog.exchange`), so that no event is even built.  Failures go
+through `twisted.logger` as ever, so that they are summarised and can be
+observed.  An application that embeds
 `hellotcp.protocol.HelloServerFactory` gets `twisted.logger` events unless
 it passes an `ExchangeLogFile` as the factory's ``exchangeLog``.
 """
@@ -50,13 +52,14 @@ from twisted.logger import (
     formatEvent,
     formatTime,
 )
-from zope.interface import implementer
+from zope.interface import Interface, implementer
 
 __all__ = [
     "CHUNK_BYTES",
     "FLUSH_INTERVAL",
     "ExchangeLogFile",
     "FlushFirst",
+    "IExchangeLog",
     "LogFormat",
 ]
 
@@ -87,13 +90,49 @@ _LEVEL_JSON = {
     for level, encoded in _LEVELS.items()
 }
 
+_NAMESPACE = "hellotcp.protocol"
+
+# The JSON record of an exchange, keys in the order of the event the
+# factory builds otherwise (see ExchangeLogFile.exchange).
+_EXCHANGE_JSON = (
+    '\x1e{"log_level":%s,"peer":%s,"outcome":%s,"message":%s,"bytes":%d,'
+    '"duration":%s,"client":%s,"reason":%s,"log_time":%s,'
+    f'"log_namespace":"{_NAMESPACE}"%s}}\n'
+)
+
 _log = Logger()
 
 # Patched by tests, to see each write.
 _write: Callable[[int, memoryview], int] = os.write
 
 
-@implementer(ILogObserver)
+class IExchangeLog(Interface):
+    """
+    A log that takes the record of an exchange as its fields, without an
+    event being built for it (`ExchangeLogFile` is one).
+    """
+
+    def exchange(
+        level: LogLevel,
+        format: str,
+        when: float,
+        peer: str,
+        outcome: str,
+        message: str,
+        size: int,
+        duration: float,
+        client: str | None,
+        reason: str | None,
+    ) -> None:
+        """
+        Record one exchange: ``format`` (as `twisted.logger` formats) and
+        ``level`` as for a log event at time ``when``, with the fields
+        ``peer``, ``outcome``, ``message``, ``bytes`` (``size``),
+        ``duration``, ``client`` and ``reason``.
+        """
+
+
+@implementer(ILogObserver, IExchangeLog)
 class ExchangeLogFile:
     """
     A log observer that writes events to a file descriptor as ``twist``'s
@@ -124,7 +163,8 @@ class ExchangeLogFile:
         if format not in ("text", "json"):
             raise ValueError(f"no such log format: {format!r} (text or json)")
         self._descriptor = descriptor
-        self._render = self._json if format == "json" else self._text
+        self._isJSON = format == "json"
+        self._render = self._json if self._isJSON else self._text
         self._clock = clock
         self._worker = worker
         self._flushInterval = flushInterval
@@ -142,7 +182,56 @@ class ExchangeLogFile:
         Buffer one event as a line; write the buffer first if the line would
         not fit in the same write.
         """
-        line = self._render(event)
+        self._append(self._render(event))
+
+    def exchange(
+        self,
+        level: LogLevel,
+        format: str,
+        when: float,
+        peer: str,
+        outcome: str,
+        message: str,
+        size: int,
+        duration: float,
+        client: str | None,
+        reason: str | None,
+    ) -> None:
+        """
+        Buffer the record of one exchange: the line this observer writes
+        for the event `hellotcp.protocol.HelloServerFactory` would otherwise
+        build (namespace ``hellotcp.protocol``, the fields as named in
+        `IExchangeLog`), made without building the event: this runs for
+        every greeting.
+        """
+        if self._isJSON:
+            line = _EXCHANGE_JSON % (
+                _LEVEL_JSON[level],
+                _string(peer),
+                _string(outcome),
+                _string(message),
+                size,
+                repr(duration),
+                "null" if client is None else _string(client),
+                "null" if reason is None else _string(reason),
+                repr(when),
+                "" if self._worker is None else f',"worker":{self._worker}',
+            )
+        else:
+            text = format.format(
+                peer=peer,
+                outcome=outcome,
+                message=message,
+                client=client,
+                reason=reason,
+            )
+            if "\n" in text:  # (escaped fields have none; a format might)
+                text = text.replace("\n", "\n\t")
+            system = self._systemOf(_NAMESPACE, level)
+            line = f"{self._stampOf(when)} [{system}] {text}\n"
+        self._append(line)
+
+    def _append(self, line: str) -> None:
         if self._size + len(line) > CHUNK_BYTES:
             self.flush()
         self._lines.append(line)
@@ -182,22 +271,26 @@ class ExchangeLogFile:
         self._timer = None
         self.flush()
 
+    def _stampOf(self, when: float) -> str:
+        # Formatted once a second, as twisted.web's access log does.
+        second = int(when)
+        if second != self._second:
+            self._stamp = formatTime(second)
+            self._second = second
+        return self._stamp
+
+    def _systemOf(self, namespace: object, level: object) -> str:
+        system = self._systems.get((namespace, level))
+        if system is None:
+            system = self._systems[namespace, level] = self._system(namespace, level)
+        return system
+
     def _text(self, event: LogEvent) -> str:
         when = event.get("log_time")
-        if when is None:
-            stamp = "-"
-        else:
-            second = int(when)
-            if second != self._second:
-                self._stamp = formatTime(second)
-                self._second = second
-            stamp = self._stamp
+        stamp = "-" if when is None else self._stampOf(when)
         system = event.get("log_system")
         if system is None:
-            key = (event.get("log_namespace"), event.get("log_level"))
-            system = self._systems.get(key)
-            if system is None:
-                system = self._systems[key] = self._system(*key)
+            system = self._systemOf(event.get("log_namespace"), event.get("log_level"))
         elif self._worker is not None:
             system = f"worker-{self._worker} {system}"
         try:

@@ -87,6 +87,7 @@ from ._wire import DEFAULT_GREETING as DEFAULT_GREETING
 from ._wire import DEFAULT_MESSAGE as DEFAULT_MESSAGE
 from ._wire import canHalfClose as canHalfClose
 from ._wire import formatAddress as formatAddress
+from .exchangelog import IExchangeLog
 from .metrics import NO_METRICS, ServerMetrics
 
 __all__ = [
@@ -439,29 +440,29 @@ class HelloServerProtocol(Protocol):
         if metrics is NO_METRICS and not logged:
             return  # (the common case at --log-level=warn: nothing to do)
         duration = round(self._clock.seconds() - self._started, 6)
-        metrics.ended(
-            outcome.value,
-            self._received,
-            len(self._settings.greeting) if outcome in _ANSWERED else 0,
-            duration,
-            problem if outcome is Outcome.TLS_FAILED else None,
-        )
+        if metrics is not NO_METRICS:
+            metrics.ended(
+                outcome.value,
+                self._received,
+                len(self._settings.greeting) if outcome in _ANSWERED else 0,
+                duration,
+                problem if outcome is Outcome.TLS_FAILED else None,
+            )
         if not logged:
             return
-        factory.logExchange(
+        factory.recordExchange(
             outcome,
             "{peer} {outcome}: {reason}"
             if problem
             else "{peer} ({client}) {outcome}: {message}"
             if self._client
             else "{peer} {outcome}: {message}",
-            peer=formatAddress(self._address),
-            outcome=outcome.value,
-            message=escape(self._message),
-            bytes=len(self._message),
-            duration=duration,
-            client=self._client,
-            reason=problem,
+            formatAddress(self._address),
+            escape(self._message),
+            len(self._message),
+            duration,
+            self._client,
+            problem,
         )
 
     def abort(self, outcome: Outcome) -> None:
@@ -657,6 +658,66 @@ class HelloServerFactory(_ServerFactory):
             reason=reason,
             limit=limit,
         )
+
+    def recordExchange(
+        self,
+        result: Outcome,
+        format: str,
+        peer: str,
+        message: str,
+        size: int,
+        duration: float,
+        client: str | None,
+        reason: str | None,
+    ) -> None:
+        """
+        Log one exchange, as `logExchange` does, with its fields (escaped
+        already): a greeting or health check goes straight to an
+        ``exchangeLog`` that takes records without an event
+        (`hellotcp.exchangelog.IExchangeLog`).
+        """
+        if result not in _FAILURES:
+            records = self._exchangeRecords
+            if records is not None:
+                level = (
+                    LogLevel.debug if result is Outcome.HEALTH_CHECK else LogLevel.info
+                )
+                records.exchange(
+                    level,
+                    format,
+                    time(),
+                    peer,
+                    result.value,
+                    message,
+                    size,
+                    duration,
+                    client,
+                    reason,
+                )
+                return
+        self.logExchange(
+            result,
+            format,
+            peer=peer,
+            outcome=result.value,
+            message=message,
+            bytes=size,
+            duration=duration,
+            client=client,
+            reason=reason,
+        )
+
+    @property
+    def exchangeLog(self) -> ILogObserver | None:
+        """
+        See the class's description.
+        """
+        return self._exchangeLog
+
+    @exchangeLog.setter
+    def exchangeLog(self, observer: ILogObserver | None) -> None:
+        self._exchangeLog = observer
+        self._exchangeRecords = IExchangeLog(observer, None)
 
     def logExchange(self, result: Outcome, format: str, **fields: object) -> None:
         """

@@ -207,6 +207,53 @@ class FormatTests(SynchronousTestCase):
         )
         self.assertEqual(back["worker"], 2)
 
+    def test_exchangeAsEvent(self) -> None:
+        """
+        `ExchangeLogFile.exchange` writes, from the fields, exactly the line
+        it writes for the event the factory would otherwise build: in both
+        formats, in a worker or not, with and without a client and reason.
+        """
+        cases = [
+            ("{peer} {outcome}: {message}", None, None),
+            ("{peer} ({client}) {outcome}: {message}", "CN=a\\nb", None),
+            ("{peer} {outcome}: {reason}", None, "reset by peer"),
+        ]
+        for format in ("text", "json"):
+            for worker in (None, 3):
+                for template, client, reason in cases:
+                    event = record(
+                        log_format=template,
+                        client=client,
+                        reason=reason,
+                        log_level=LogLevel.debug,
+                    )
+                    log = ExchangeLogFile(self.pipe.write, format, self.clock, worker)
+                    log.exchange(
+                        LogLevel.debug,
+                        template,
+                        event["log_time"],
+                        event["peer"],
+                        event["outcome"],
+                        event["message"],
+                        event["bytes"],
+                        event["duration"],
+                        client,
+                        reason,
+                    )
+                    log.flush()
+                    fast = self.pipe.drain().decode()
+                    # The event as HelloServerFactory.logExchange builds it.
+                    ordered = {
+                        k: v for k, v in event.items() if not k.startswith("log_")
+                    }
+                    ordered.update(
+                        log_time=event["log_time"],
+                        log_level=LogLevel.debug,
+                        log_namespace="hellotcp.protocol",
+                        log_format=template,
+                    )
+                    self.assertEqual(fast, self.written(format, ordered, worker=worker))
+
     def test_noSuchFormat(self) -> None:
         """
         Only ``twist``'s two formats.
@@ -378,6 +425,38 @@ class FactoryTests(SynchronousTestCase):
         )
         self.assertEqual(records[0]["log_namespace"], "hellotcp.protocol")
         self.assertEqual(records[0]["log_format"], "{peer} {outcome}: {message}")
+        self.assertEqual([e["outcome"] for e in logged], [Outcome.TOO_LONG.value])
+
+    def test_recordsWithoutEvents(self) -> None:
+        """
+        Given an `ExchangeLogFile`, the factory hands it each greeting's
+        fields (`IExchangeLog.exchange`) rather than an event; failures
+        still go to `twisted.logger`.
+        """
+        logged = captureLogs(self)
+        calls: list[tuple[Any, ...]] = []
+
+        class Recording(ExchangeLogFile):
+            def __call__(self, event: Any) -> None:
+                calls.append(("event", event))
+
+            def exchange(self, *fields: Any) -> None:
+                calls.append(fields)
+
+        pipe = Pipe(self)
+        self.exchange(Recording(pipe.write, "json", Clock()), "Hello, server!")
+        self.exchange(Recording(pipe.write, "json", Clock()), "x" * 2000)
+        [fields] = calls
+        self.assertEqual(
+            fields[:2] + fields[4:7],
+            (
+                LogLevel.info,
+                "{peer} {outcome}: {message}",
+                "greeted",
+                "Hello, server!",
+                14,
+            ),
+        )
         self.assertEqual([e["outcome"] for e in logged], [Outcome.TOO_LONG.value])
 
     def test_withoutAnExchangeLog(self) -> None:
