@@ -598,6 +598,22 @@ class CommandTests(CommandTestCase):
         self.assertEqual(len(records), 50)
         self.assertLessEqual(max(len(line) + 1 for line in records), 300)
 
+    async def test_nothingLostOnInterrupt(self) -> None:
+        """
+        SIGINT (Ctrl-C) is a graceful stop too: every record is written.
+        """
+        server, port, path = await self.serve("--log-format=text")
+
+        def burst() -> None:
+            for _ in range(20):
+                plainExchange(port, b"Hello, server!\n")
+
+        await inThread(burst)
+        server.transport.signalProcess("INT")
+        self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
+        with open(path) as file:
+            self.assertEqual(file.read().count("greeted: Hello, server!"), 20)
+
     async def test_warnWritesNone(self) -> None:
         """
         At ``--log-level=warn`` no greeting is written.
