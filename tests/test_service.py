@@ -129,6 +129,24 @@ class SignalTests(SynchronousTestCase):
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, set())
         self.addCleanup(signal.pthread_sigmask, signal.SIG_SETMASK, previous)
 
+    def signalledService(
+        self, queued: list[Any]
+    ) -> tuple[MemoryReactorClock, HelloService]:
+        """
+        A service that takes the signals, on a memory reactor that puts
+        what is called from a signal handler in ``queued``.
+        """
+
+        class ThreadedMemoryReactor(MemoryReactorClock):
+            def callFromThread(self, f: Any, *args: object) -> None:
+                queued.append((f, args))
+
+        memory = ThreadedMemoryReactor()
+        service = HelloService(
+            HelloServerFactory(clock=Clock()), memory, handleSignals=True
+        )
+        return memory, service
+
     def test_takesOverSignals(self) -> None:
         """
         Once the reactor runs, SIGTERM and SIGINT are the service's.
@@ -171,15 +189,7 @@ class SignalTests(SynchronousTestCase):
         runs, one that came meanwhile reaches the service's, and is a stop.
         """
         queued: list[Any] = []
-
-        class ThreadedMemoryReactor(MemoryReactorClock):
-            def callFromThread(self, f: Any, *args: object) -> None:
-                queued.append((f, args))
-
-        memory = ThreadedMemoryReactor()
-        service = HelloService(
-            HelloServerFactory(clock=Clock()), memory, handleSignals=True
-        )
+        memory, service = self.signalledService(queued)
         for number in (signal.SIGTERM, signal.SIGINT):
             self.addCleanup(signal.signal, number, signal.getsignal(number))
         service.startService()
@@ -201,15 +211,7 @@ class SignalTests(SynchronousTestCase):
         let through once the service takes SIGTERM over, and is a stop.
         """
         queued: list[Any] = []
-
-        class ThreadedMemoryReactor(MemoryReactorClock):
-            def callFromThread(self, f: Any, *args: object) -> None:
-                queued.append((f, args))
-
-        memory = ThreadedMemoryReactor()
-        service = HelloService(
-            HelloServerFactory(clock=Clock()), memory, handleSignals=True
-        )
+        memory, service = self.signalledService(queued)
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         self.addCleanup(signal.pthread_sigmask, signal.SIG_SETMASK, previous)
         for number in (signal.SIGTERM, signal.SIGINT):
