@@ -6,10 +6,12 @@ in ``twist``'s own formats, and its use by ``twist hellotcp``.
 from __future__ import annotations
 
 import io
+import json
 import os
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock
@@ -534,17 +536,20 @@ class CommandTests(CommandTestCase):
     format, in time, and all of them on a graceful stop.
     """
 
-    async def serve(self, *options: str) -> tuple[Any, int, str]:
+    async def serve(
+        self, logOption: str = "--log-format=text", *options: str
+    ) -> tuple[Any, int, str]:
         port = freePort()
         path = os.path.join(self.folder, "hellotcp.log")
         server = await self.startServer(
             [
                 command("twist"),
                 f"--log-file={path}",
-                *options,
+                logOption,
                 "hellotcp",
                 "--listen",
                 f"tcp:{port}:interface=127.0.0.1",
+                *options,
             ],
             port,
         )
@@ -594,7 +599,8 @@ class CommandTests(CommandTestCase):
         self.assertEqual(len(greeted), 50)
         times = [e["log_time"] for e in events]
         self.assertEqual(times, sorted(times))
-        records = [line for line in text.splitlines() if "Hello, server!" in line]
+        # (not splitlines: it splits at the record separator too)
+        records = [line for line in text.split("\n") if "Hello, server!" in line]
         self.assertEqual(len(records), 50)
         self.assertLessEqual(max(len(line) + 1 for line in records), 300)
 
@@ -613,6 +619,30 @@ class CommandTests(CommandTestCase):
         self.assertEqual(await server.ended.addTimeout(TIMEOUT, reactor), 0)
         with open(path) as file:
             self.assertEqual(file.read().count("greeted: Hello, server!"), 20)
+
+    async def test_workersShareTheLog(self) -> None:
+        """
+        Two workers writing their records into one log under concurrent
+        load, then SIGTERM: every exchange has its record, from both
+        workers, and every line of the log is one whole record.
+        """
+        server, port, path = await self.serve("--log-format=json", "--workers", "2")
+        perClient, clients = 150, 8
+
+        def client() -> None:
+            for _ in range(perClient):
+                plainExchange(port, b"Hello, server!\n")
+
+        await gatherResults([inThread(client) for _ in range(clients)])
+        await self.stop(server)
+        with open(path) as file:
+            # (not splitlines: it splits at the record separator too)
+            lines = file.read().split("\n")
+        self.assertEqual(lines.pop(), "")
+        records = [json.loads(line.lstrip("\x1e")) for line in lines]
+        greeted = [r for r in records if r.get("message") == "Hello, server!"]
+        self.assertEqual(len(greeted), perClient * clients)
+        self.assertEqual({r["worker"] for r in greeted}, {1, 2})
 
     async def test_warnWritesNone(self) -> None:
         """
