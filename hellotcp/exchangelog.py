@@ -309,7 +309,7 @@ class ExchangeLogFile:
         return system
 
     def _json(self, event: LogEvent) -> str:
-        # As json.dumps would write it (ASCII, compact), in half the time: a
+        # As json.dumps would write it (ASCII, compact), but faster: a
         # template per set of keys (a server's records all have the same),
         # filled with each value encoded by its type.
         keys = tuple(event)
