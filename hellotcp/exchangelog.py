@@ -8,7 +8,8 @@ timestamp is formatted, ~600 bytes of JSON are written and the file is
 flushed, every time.  Web servers keep their per-request record apart from
 the event log for this reason (twisted.web's access log caches its
 timestamp once a second; nginx buffers ``access_log`` and flushes it every
-second).  `ExchangeLogFile` does the same for hellotcp's exchanges:
+second).  `ExchangeLogFile` does the same for hellotcp's exchanges, with a
+shorter flush interval (under load the buffer fills long before it):
 
 - it is an `ILogObserver`: it takes the same events `twisted.logger`
   would carry, and writes them in the format of ``twist``'s own file
@@ -63,7 +64,7 @@ __all__ = [
     "LogFormat",
 ]
 
-FLUSH_INTERVAL = 1.0
+FLUSH_INTERVAL = 0.25
 """Seconds a record may wait in the buffer: what ``tail -f`` lags behind by
 at most, and what a crash (not a graceful stop) can lose."""
 
