@@ -82,13 +82,12 @@ LogFormat = Literal["text", "json"]
 _NOT_WRITTEN = frozenset(
     {"log_flattened", "log_format", "log_level", "log_logger", "log_source"}
 )
-_LEVELS = {
-    level: json.loads(eventAsJSON({"log_level": level}))["log_level"]
-    for level in LogLevel.iterconstants()
-}
 _LEVEL_JSON = {
-    level: json.dumps(encoded, separators=(",", ":"))
-    for level, encoded in _LEVELS.items()
+    level: json.dumps(
+        json.loads(eventAsJSON({"log_level": level}))["log_level"],
+        separators=(",", ":"),
+    )
+    for level in LogLevel.iterconstants()
 }
 
 _NAMESPACE = "hellotcp.protocol"

@@ -448,6 +448,9 @@ class FactoryTests(SynchronousTestCase):
         pipe = Pipe(self)
         self.exchange(Recording(pipe.write, "json", Clock()), "Hello, server!")
         self.exchange(Recording(pipe.write, "json", Clock()), "x" * 2000)
+        self.exchange(Recording(pipe.write, "json", Clock()), "health-check")
+        health = calls.pop()
+        self.assertEqual((health[0], health[4]), (LogLevel.debug, "health-check"))
         [fields] = calls
         self.assertEqual(
             fields[:2] + fields[4:7],
