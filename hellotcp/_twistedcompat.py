@@ -29,6 +29,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
+    IAddress,
     IOpenSSLClientConnectionCreator,
     IProtocol,
     IProtocolFactory,
@@ -387,6 +388,29 @@ def tcpEndpointAddress(
     ``_interface``, ``_port`` and ``_backlog``.
     """
     return endpoint._interface, endpoint._port, endpoint._backlog
+
+
+def boundAddress(connector: object) -> IAddress | None:
+    """
+    The local address a TCP connector's socket is bound to, between
+    ``connectTCP`` (which binds it when given a ``bindAddress``) and the
+    next reactor turn (which sends the SYN): what a capture of the
+    connection filters on before the connection exists.
+
+    Missing public API: ``IConnector`` tells a connection's destination
+    only.  Private shape: ``BaseConnector.transport``, the ``tcp.Client``
+    whose ``getHost`` reads its socket.
+
+    :returns: The address, or `None` if the connector has no bound socket.
+    """
+    getHost = getattr(getattr(connector, "transport", None), "getHost", None)
+    if getHost is None:
+        return None
+    try:
+        address: IAddress = getHost()
+    except OSError:
+        return None
+    return address
 
 
 def parseEndpoint(description: str) -> tuple[list[str], dict[str, str]]:

@@ -28,6 +28,7 @@ from twisted.internet.task import deferLater, react
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from ._capture import CaptureUnavailable, CapturingReactor, checkCapture
 from ._escape import escape
 from ._options import (
     MAX_SECONDS,
@@ -41,6 +42,7 @@ from ._options import (
 from ._twistedcompat import parseEndpoint
 from ._wire import DEFAULT_MESSAGE
 from .greet import AnswerCutShortError, NoGreetingError, ResponseTooLongError, greet
+from .packets import drawSegments
 from .probe import Statistics, drawExchange, pingLine, probe
 from .tls import (
     TLSFileError,
@@ -56,6 +58,7 @@ __all__ = [
     "ClientOptions",
     "checkEndpoint",
     "checkHost",
+    "checkPacketsEndpoint",
     "describeFailure",
     "main",
 ]
@@ -87,7 +90,7 @@ class ClientOptions(OneLineErrorOptions):
     synopsis = (
         "Usage: hellotcp-client [--connect ENDPOINT] [--message TEXT] "
         "[--timeout SECONDS] [--tls [--ca PEM] [--server-name NAME] "
-        "[--certificate PEM --private-key PEM]] [--trace] "
+        "[--certificate PEM --private-key PEM]] [--trace [--packets]] "
         "[--count N [--interval SECONDS] [--concurrency N]] [--json]"
     )
     longdesc = (
@@ -108,6 +111,13 @@ class ClientOptions(OneLineErrorOptions):
             None,
             "Draw each exchange as a sequence diagram with what was measured "
             "at each step.",
+        ],
+        [
+            "packets",
+            None,
+            "With --trace: capture the connection's own TCP segments and draw "
+            "each with its real Seq and Ack (needs root or CAP_NET_RAW; "
+            "without it, the ordinary drawing).",
         ],
         [
             "json",
@@ -174,6 +184,8 @@ class ClientOptions(OneLineErrorOptions):
         # not UTF-8 is sent as it was given (and text as UTF-8).
         self["message-bytes"] = os.fsencode(self["message"])
         checkEndpoint(self["connect"])
+        if self["packets"]:
+            checkPacketsEndpoint(self["trace"], self["connect"])
         tlsOptions = ("ca", "server-name", "certificate", "private-key")
         if not self["tls"]:
             given = [f"--{name}" for name in tlsOptions if self[name]]
@@ -228,6 +240,22 @@ class ClientOptions(OneLineErrorOptions):
             self["ca"],
             self["certificate"] or None,
             self["private-key"] or None,
+        )
+
+
+def checkPacketsEndpoint(trace: bool, description: str) -> None:
+    """
+    Check that ``--packets`` comes with ``--trace`` and a TCP endpoint.
+
+    :raises usage.UsageError: Saying which is missing.
+    """
+    if not trace:
+        raise usage.UsageError("--packets goes with --trace")
+    args, _ = parseEndpoint(description)
+    if not args or args[0] not in ("tcp", "tls", "ssl"):
+        raise usage.UsageError(
+            f"--packets draws TCP segments; --connect {cut(description, 80)} "
+            "is not a tcp:, tls: or ssl: endpoint"
         )
 
 
@@ -432,6 +460,13 @@ async def _exchange(reactor: IReactorTime, options: ClientOptions) -> None:
         tls = options.tlsSettings()
     except TLSFileError as problem:
         _fail(describeTLSFileError(problem), 2)
+    if options["packets"]:
+        try:
+            checkCapture()
+        except CaptureUnavailable as problem:
+            sys.stderr.write(f"{_PROGRAM}: {problem}; drawing without packets\n")
+            sys.stderr.flush()
+            options["packets"] = False
     if options.probing:
         status = await Repeater(reactor, options, endpoint, tls).run()
         raise SystemExit(status)
@@ -526,21 +561,35 @@ class Repeater:
         def describe(failure: Failure) -> tuple[str, str]:
             return failureKind(failure), describeFailure(failure, options, self._tls)
 
+        endpoint, capturing = self._endpoint, None
+        if options["packets"]:
+            tls = self._tls is not None or options["connect"].startswith(
+                ("tls:", "ssl:")
+            )
+            capturing = CapturingReactor(self._reactor, tls)
+            endpoint = clientFromString(capturing, options["connect"])
         record = await probe(
             self._reactor,
-            self._endpoint,
+            endpoint,
             sequence,
             options["message-bytes"],
             options["timeout"],
             self._tls,
             describe,
         )
+        if capturing is not None:
+            record.packets = await capturing.trace(
+                record.local, self._reactor, record.retransmits
+            )
         self.statistics.add(record)
         if options["json"]:
             self._emit(json.dumps(record.asJSON()))
         elif options["trace"]:
             colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-            self._emit(drawExchange(record, colour) + "\n")
+            drawing = drawExchange(record, colour)
+            if record.packets is not None:
+                drawing += "\n\n" + drawSegments(record.packets)
+            self._emit(drawing + "\n")
         else:
             self._emit(pingLine(record, options["connect"]))
 

@@ -37,6 +37,7 @@ from ._escape import escape
 from ._twistedcompat import wrapClientTLSOn
 from ._wire import canHalfClose, formatAddress
 from .greet import HelloClientProtocol
+from .packets import PacketTrace
 
 __all__ = [
     "ExchangeRecord",
@@ -103,6 +104,8 @@ class ExchangeRecord:
         milliseconds, where the platform reports it.
     :ivar rttVarMs: Its variation, the same way.
     :ivar retransmits: Segments the kernel sent again, the same way.
+    :ivar packets: The connection's segments, when ``--packets`` captured
+        them.
     :ivar closedBy: ``"server"`` when the server's end of file came first
         (the normal end), ``"reset"`` when the connection was reset (or a
         TLS stream ended without close_notify), ``"client"`` when the client
@@ -127,6 +130,7 @@ class ExchangeRecord:
     rttMs: float | None = None
     rttVarMs: float | None = None
     retransmits: int | None = None
+    packets: PacketTrace | None = None
 
     def elapsed(self, moment: float | None) -> float | None:
         """
@@ -149,7 +153,7 @@ class ExchangeRecord:
         def ms(value: float | None) -> float | None:
             return None if value is None else round(value, 3)
 
-        return {
+        data = {
             "type": "exchange",
             "seq": self.sequence,
             "outcome": self.outcome,
@@ -179,6 +183,9 @@ class ExchangeRecord:
             "rttvar_ms": self.rttVarMs,
             "retransmits": self.retransmits,
         }
+        if self.packets is not None:
+            data.update(self.packets.asJSON())
+        return data
 
 
 def _socketOf(transport: object) -> socket.socket | None:
