@@ -307,6 +307,9 @@ class _TLSRecords:
                 self.remaining -= taken
                 at += taken
                 continue
+            if not self.header:
+                # A record begins here: its first byte says what it is.
+                names.append(_TLS_RECORDS.get(data[at], f"record {data[at]}"))
             needed = 5 - len(self.header)
             self.header += data[at : at + needed]
             at += needed
@@ -315,7 +318,6 @@ class _TLSRecords:
             kind = self.header[0]
             self.remaining = int.from_bytes(self.header[3:5], "big")
             self.header.clear()
-            names.append(_TLS_RECORDS.get(kind, f"record {kind}"))
             if kind == 22 and self.remaining:
                 self.handshakePending = True
         return names

@@ -749,3 +749,118 @@ def _closeNotifyExchange(sock: socket.socket, ca: str, data: bytes) -> bytes:
     connection.shutdown()
     sock.setblocking(False)
     return readAll(lambda: connection.recv(1024), sock)
+
+
+# Packets built by hand, for the parser and the capture filter.
+
+
+def tcpPacket(
+    source: tuple[str, int],
+    destination: tuple[str, int],
+    flags: int,
+    seq: int = 0,
+    ack: int = 0,
+    payload: bytes = b"",
+    window: int = 512,
+    options: bytes = b"",
+    fragment: int = 0,
+    protocol: int = 6,
+) -> bytes:
+    """
+    An IPv4 or IPv6 packet (as the addresses are) carrying one TCP segment;
+    checksums are left at zero (the parser and the filter never read them).
+
+    :param flags: The TCP flag bits (``0x12`` is SYN-ACK).
+    :param options: TCP options, padded here to a multiple of four bytes.
+    :param fragment: The IPv4 flags and fragment offset field.
+    :param protocol: The IP protocol number (6 is TCP).
+    """
+    options += b"\x00" * (-len(options) % 4)
+    tcp = (
+        struct.pack(
+            "!HHIIBBHHH",
+            source[1],
+            destination[1],
+            seq % 2**32,
+            ack % 2**32,
+            (5 + len(options) // 4) << 4,
+            flags,
+            window,
+            0,
+            0,
+        )
+        + options
+        + payload
+    )
+    if ":" in source[0]:
+        return (
+            struct.pack("!IHBB", 6 << 28, len(tcp), protocol, 64)
+            + socket.inet_pton(socket.AF_INET6, source[0])
+            + socket.inet_pton(socket.AF_INET6, destination[0])
+            + tcp
+        )
+    return (
+        struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(tcp), 0, fragment, 64, protocol, 0)
+        + socket.inet_aton(source[0])
+        + socket.inet_aton(destination[0])
+        + tcp
+    )
+
+
+# Blocking-socket servers of one behaviour each, in a thread.
+
+
+def resetAfter(answer: bytes) -> Callable[[socket.socket], None]:
+    """
+    A hostile server's way with one connection: read the message to its
+    end, send ``answer`` (part of a greeting), then reset the connection
+    (``SO_LINGER`` 0: an RST, not a FIN).
+    """
+
+    def serve(connection: socket.socket) -> None:
+        while connection.recv(65536):
+            pass
+        connection.sendall(answer)
+        connection.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+
+    return serve
+
+
+def greetAfter(received: list[bytes]) -> Callable[[socket.socket], None]:
+    """
+    A server's way with one connection: keep the message, then greet.
+    """
+
+    def serve(connection: socket.socket) -> None:
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+        received.append(b"".join(chunks))
+        connection.sendall(b"Hello, client!")
+
+    return serve
+
+
+def serveInThread(
+    connections: int, serve: Callable[[socket.socket], None]
+) -> tuple[int, Deferred[None]]:
+    """
+    Listen on a loopback port and handle ``connections`` connections with
+    ``serve``, in a thread, each bounded by `TIMEOUT`.
+
+    :returns: The port, and a `Deferred` that fires when all are handled.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(TIMEOUT)
+
+    def run() -> None:
+        with listener:
+            for _ in range(connections):
+                connection, _ = listener.accept()
+                with connection:
+                    connection.settimeout(TIMEOUT)
+                    serve(connection)
+
+    return listener.getsockname()[1], inThread(run)

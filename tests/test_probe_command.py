@@ -9,73 +9,23 @@ from __future__ import annotations
 import json
 import os
 import socket
-import struct
 import subprocess
 import time
-from collections.abc import Callable
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
 from .pki import PKI, tlsListen, verifiedClient
-from .support import TIMEOUT, CommandTestCase, command, freePort, inThread
-
-
-def resetAfter(answer: bytes) -> Callable[[socket.socket], None]:
-    """
-    A hostile server's way with one connection: read the message to its
-    end, send ``answer`` (part of a greeting), then reset the connection
-    (``SO_LINGER`` 0: an RST, not a FIN).
-    """
-
-    def serve(connection: socket.socket) -> None:
-        while connection.recv(65536):
-            pass
-        connection.sendall(answer)
-        connection.setsockopt(
-            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-        )
-
-    return serve
-
-
-def greetAfter(received: list[bytes]) -> Callable[[socket.socket], None]:
-    """
-    A server's way with one connection: keep the message, then greet.
-    """
-
-    def serve(connection: socket.socket) -> None:
-        chunks = []
-        while chunk := connection.recv(65536):
-            chunks.append(chunk)
-        received.append(b"".join(chunks))
-        connection.sendall(b"Hello, client!")
-
-    return serve
-
-
-def serveInThread(
-    connections: int, serve: Callable[[socket.socket], None]
-) -> tuple[int, Deferred[None]]:
-    """
-    Listen on a loopback port and handle ``connections`` connections with
-    ``serve``, in a thread, each bounded by `TIMEOUT`.
-
-    :returns: The port, and a `Deferred` that fires when all are handled.
-    """
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(TIMEOUT)
-
-    def run() -> None:
-        with listener:
-            for _ in range(connections):
-                connection, _ = listener.accept()
-                with connection:
-                    connection.settimeout(TIMEOUT)
-                    serve(connection)
-
-    return listener.getsockname()[1], inThread(run)
+from .support import (
+    TIMEOUT,
+    CommandTestCase,
+    command,
+    freePort,
+    greetAfter,
+    inThread,
+    resetAfter,
+    serveInThread,
+)
 
 
 class ProbeCommandTests(CommandTestCase):
