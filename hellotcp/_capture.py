@@ -367,10 +367,17 @@ class ConnectionCapture:
 def _sourceAddress(family: int, host: str, port: int) -> str | None:
     # The address the route to the server would use: what connect() would
     # choose, found without sending anything (a UDP socket's connect).
+    where: tuple[Any, ...] = (host, port)
+    if family == socket.AF_INET6:
+        address, _, scope = host.partition("%")
+        index = 0
+        if scope:
+            try:
+                index = int(scope) if scope.isdigit() else socket.if_nametoindex(scope)
+            except OSError:
+                return None
+        where = (address, port, 0, index)
     try:
-        where = socket.getaddrinfo(
-            host, port, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST
-        )[0][4]
         with socket.socket(family, socket.SOCK_DGRAM) as probe:
             probe.connect(where)
             return str(probe.getsockname()[0])

@@ -111,3 +111,13 @@ def escapeText(text: str) -> str:
     if "\\" in text:
         text = text.replace("\\", "\\\\")
     return _escapeUnicode(text)
+
+
+def quoted(data: bytes, most: int) -> str:
+    """
+    ``data`` as a drawing shows it: escaped, in double quotes, cut after
+    ``most`` bytes (the cut marked ``...``).  Bytes are cut before they are
+    escaped, so that no escape is ever shown in part.
+    """
+    shown = f'"{escape(data[:most])}"'
+    return shown + "..." if len(data) > most else shown

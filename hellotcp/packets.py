@@ -19,7 +19,7 @@ from typing import Any
 
 from attrs import define, field, frozen
 
-from ._escape import escape
+from ._escape import quoted
 
 __all__ = [
     "Conversation",
@@ -475,8 +475,7 @@ class Conversation:
         if not payload:
             return ""
         if not self.tls:
-            shown = escape(payload[:_SHOWN])
-            return f'"{shown}"' + ("..." if len(payload) > _SHOWN else "")
+            return quoted(payload, _SHOWN)
         names = records.labels(fresh)
         return "TLS " + (_compact(names) if names else "(continued)")
 

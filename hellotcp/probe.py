@@ -33,7 +33,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._escape import escape
+from ._escape import escape, quoted
 from ._twistedcompat import wrapClientTLSOn
 from ._wire import canHalfClose, formatAddress
 from .greet import HelloClientProtocol
@@ -351,6 +351,9 @@ _STYLES = {
 }
 _RESET = "\x1b[0m"
 
+# Bytes of a message or an answer that fit on an arrow.
+_SHOWN = 28
+
 
 def drawExchange(record: ExchangeRecord, colour: bool = False, width: int = 50) -> str:
     """
@@ -399,12 +402,12 @@ def drawExchange(record: ExchangeRecord, colour: bool = False, width: int = 50) 
             f"names {', '.join(tls.names) or '(none)'}; expires in {tls.daysLeft} days",
         )
     if record.connected is not None:
-        step(right(f'"{escape(record.message)}"'), f"{len(record.message)} bytes sent")
+        step(right(quoted(record.message, _SHOWN)), f"{len(record.message)} bytes sent")
         if record.halfClosed:
             step(right("FIN"), "the client half-closed: its message is whole")
     if record.response:
         step(
-            left(f'"{escape(record.response)}"'),
+            left(quoted(record.response, _SHOWN)),
             f"{len(record.response)} bytes, first after "
             f"{ms(record.elapsed(record.firstByte))}",
         )
