@@ -17,18 +17,16 @@ import socket
 import struct
 import sys
 import threading
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.address import IPv4Address
-from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
+from twisted.internet.protocol import ClientFactory
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
-from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from hellotcp import _capture
 from hellotcp._capture import CapturingReactor, checkCapture, connectionFilter
-from hellotcp._twistedcompat import boundAddress
 
 from .pki import PKI, tlsListen
 from .support import (
@@ -219,48 +217,6 @@ class CapturingReactorTests(SynchronousTestCase):
         from twisted.internet.interfaces import IReactorTime
 
         self.assertTrue(IReactorTime.providedBy(capturing))
-
-
-class BoundAddressTests(TestCase):
-    """
-    `boundAddress` reads a connector's local port before the SYN leaves.
-    """
-
-    async def test_beforeConnecting(self) -> None:
-        """
-        Right after ``connectTCP`` with a ``bindAddress``, the port is known
-        and nothing is connected yet; it is the port the connection uses.
-        """
-        server = ServerFactory()
-        server.protocol = Protocol
-        listening = reactor.listenTCP(0, server, interface="127.0.0.1")
-        self.addCleanup(listening.stopListening)
-        made: list[int] = []
-
-        class Note(Protocol):
-            def connectionMade(self) -> None:
-                assert self.transport is not None
-                made.append(cast(IPv4Address, self.transport.getHost()).port)
-                self.transport.loseConnection()
-
-        client = ClientFactory()
-        client.protocol = Note
-        connector = reactor.connectTCP(
-            "127.0.0.1",
-            cast(IPv4Address, listening.getHost()).port,
-            client,
-            bindAddress=("127.0.0.1", 0),
-        )
-        local = boundAddress(connector)
-        self.assertIsInstance(local, IPv4Address)
-        assert isinstance(local, IPv4Address)
-        self.assertNotEqual(local.port, 0)
-        self.assertEqual(made, [])
-        for _ in range(200):
-            if made:
-                break
-            await deferLater(reactor, 0.01)
-        self.assertEqual(made, [local.port])
 
 
 # tcpdump's text for one segment (-nn -S -tt): time, addresses, flags,

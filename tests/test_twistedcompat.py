@@ -12,18 +12,21 @@ from __future__ import annotations
 import importlib
 import inspect
 from types import ModuleType
+from typing import cast
 
 import cryptography
 import OpenSSL
 from OpenSSL import SSL
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import ClientFactory, Factory, Protocol, ServerFactory
 from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import twisted
 
@@ -392,3 +395,47 @@ class TwistShapeTests(ShapeTestCase):
         self.assertEqual(
             compat.parentLogging(daemon).appendTo, os.path.abspath("twistd.log")
         )
+
+
+class BoundAddressTests(TestCase):
+    """
+    `boundAddress` reads a connector's local port before the SYN leaves.
+    """
+
+    async def test_beforeConnecting(self) -> None:
+        """
+        Right after ``connectTCP`` with a ``bindAddress``, the port is known
+        and nothing is connected yet; it is the port the connection uses.
+        """
+        server = ServerFactory()
+        server.protocol = Protocol
+        listening = reactor.listenTCP(0, server, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        made: list[int] = []
+
+        class Note(Protocol):
+            def connectionMade(self) -> None:
+                assert self.transport is not None
+                made.append(cast(IPv4Address, self.transport.getHost()).port)
+                self.transport.loseConnection()
+
+        client = ClientFactory()
+        client.protocol = Note
+        connector = reactor.connectTCP(
+            "127.0.0.1",
+            cast(IPv4Address, listening.getHost()).port,
+            client,
+            bindAddress=("127.0.0.1", 0),
+        )
+        boundAddress = importlib.import_module("hellotcp._twistedcompat").boundAddress
+        local = boundAddress(connector)
+        # Fails loudly if a release moves the connector's transport.
+        self.assertIsInstance(local, IPv4Address, VERSIONS)
+        assert isinstance(local, IPv4Address)
+        self.assertNotEqual(local.port, 0)
+        self.assertEqual(made, [])
+        for _ in range(200):
+            if made:
+                break
+            await deferLater(reactor, 0.01)
+        self.assertEqual(made, [local.port])

@@ -13,7 +13,7 @@ import socket
 import sys
 
 
-def main():
+def main() -> None:
     server_socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     server_address = ("localhost", port)
@@ -31,7 +31,7 @@ def main():
 
         response = b"Hello, client!"
         client_socket.send(response)
-        print(f"Sent response: {response}", flush=True)
+        print(f"Sent response: {response!r}", flush=True)
 
         client_socket.close()
 
