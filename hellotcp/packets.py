@@ -372,6 +372,9 @@ class Conversation:
         self.server = _normal(server)
         self.tls = tls
         self.captured: list[tuple[float, Packet]] = []
+        self._reset = False
+        self._finEnds: dict[bool, int] = {}
+        self._lastAcks: dict[bool, int] = {}
 
     def belongs(self, packet: Packet) -> bool:
         """
@@ -391,6 +394,16 @@ class Conversation:
         Add a segment captured at ``when`` (seconds, any epoch).
         """
         self.captured.append((when, packet))
+        side = self._fromClient(packet)
+        if packet.flags & _RST:
+            self._reset = True
+        if packet.flags & _FIN:
+            # The number after the FIN: what acknowledges it.
+            self._finEnds[side] = (
+                packet.seq + len(packet.payload) + 1 + bool(packet.flags & _SYN)
+            ) % 2**32
+        if packet.flags & _ACK:
+            self._lastAcks[side] = packet.ack
 
     @property
     def finished(self) -> bool:
@@ -398,23 +411,10 @@ class Conversation:
         Whether the connection is over on the wire: a reset, or a FIN each
         way and the last one acknowledged.
         """
-        finished: dict[bool, int] = {}
-        lastAck: dict[bool, int] = {}
-        for _, packet in self.captured:
-            fromClient = self._fromClient(packet)
-            if packet.flags & _RST:
-                return True
-            if packet.flags & _FIN:
-                finished[fromClient] = (
-                    packet.seq + len(packet.payload) + 1 + (packet.flags & _SYN > 0)
-                )
-            if packet.flags & _ACK:
-                lastAck[fromClient] = packet.ack
-        if len(finished) < 2:
-            return False
-        return all(
-            (lastAck.get(not side, -1) - end) % 2**32 == 0
-            for side, end in finished.items()
+        if self._reset:
+            return True
+        return len(self._finEnds) == 2 and all(
+            self._lastAcks.get(not side) == end for side, end in self._finEnds.items()
         )
 
     def segments(self) -> list[Segment]:
@@ -425,9 +425,8 @@ class Conversation:
         scale: dict[bool, int | None] = {}
         highest: dict[bool, int] = {}
         records = {True: _TLSRecords(), False: _TLSRecords()}
-        start = next((when for when, p in self.captured if p.flags & _SYN), None) or (
-            self.captured[0][0] if self.captured else 0.0
-        )
+        starts = [when for when, p in self.captured if p.flags & _SYN]
+        start = starts[0] if starts else self.captured[0][0] if self.captured else 0.0
         drawn: list[Segment] = []
         for when, packet in self.captured:
             side = self._fromClient(packet)

@@ -207,6 +207,16 @@ class CapturingReactorTests(SynchronousTestCase):
         )
         self.assertEqual(memory.tcpClients[0][4], ("", 0))
 
+    def test_ssl(self) -> None:
+        """
+        An ``ssl:`` endpoint's connection is bound the same way.
+        """
+        memory = MemoryReactorClock()
+        capturing = CapturingReactor(memory, tls=True)
+        capturing.connectSSL("::1", 5001, ClientFactory(), object())
+        self.assertEqual(memory.sslClients[0][5], ("::1", 0))
+        self.assertEqual(len(capturing.problems), 1)
+
     def test_passesTheRest(self) -> None:
         """
         Everything else is the real reactor's, interfaces included.
@@ -217,6 +227,62 @@ class CapturingReactorTests(SynchronousTestCase):
         from twisted.internet.interfaces import IReactorTime
 
         self.assertTrue(IReactorTime.providedBy(capturing))
+
+
+class ConnectionCaptureTests(SynchronousTestCase):
+    """
+    `hellotcp._capture.ConnectionCapture` on a real packet socket, fed by
+    hand.
+    """
+
+    def setUp(self) -> None:
+        try:
+            checkCapture()
+        except _capture.CaptureUnavailable as problem:
+            raise SkipTest(str(problem)) from None
+        self.reactor = MemoryReactorClock()
+        self.capture = _capture.ConnectionCapture(
+            self.reactor, socket.AF_INET, CLIENT, SERVER, tls=False
+        )
+        self.addCleanup(self.capture.close)
+
+    def test_bounded(self) -> None:
+        """
+        A flood keeps at most `MOST_SEGMENTS` segments, and segments of
+        another connection none.
+        """
+        self.assertEqual(self.reactor.readers, {self.capture._reader})
+        for seq in range(_capture.MOST_SEGMENTS + 100):
+            self.capture._received(
+                1.0, tcpPacket(SERVER, CLIENT, ACK | PSH, seq, 1, b"x")
+            )
+        self.capture._received(1.0, tcpPacket(("127.0.0.9", 1), CLIENT, ACK))
+        self.assertEqual(
+            len(self.capture.conversation.captured), _capture.MOST_SEGMENTS
+        )
+
+    def test_finishNeverHangs(self) -> None:
+        """
+        A connection that never ends on the wire is given `FINISH_BOUND`
+        seconds, then the capture stops with what it has and closes.
+        """
+        self.capture._received(1.0, tcpPacket(CLIENT, SERVER, SYN, 7))
+        finishing = self.capture.finish(self.reactor, _capture.FINISH_BOUND)
+        self.assertNoResult(finishing)
+        self.reactor.advance(_capture.FINISH_BOUND)
+        conversation = self.successResultOf(finishing)
+        self.assertEqual(len(conversation.captured), 1)
+        self.assertEqual(self.reactor.readers, set())
+
+    def test_finishAtTheReset(self) -> None:
+        """
+        A reset ends the capture at once, without waiting for the bound.
+        """
+        self.capture._received(1.0, tcpPacket(CLIENT, SERVER, SYN, 7))
+        finishing = self.capture.finish(self.reactor, _capture.FINISH_BOUND)
+        self.capture._received(1.1, tcpPacket(SERVER, CLIENT, RST | ACK, 0, 8))
+        self.assertEqual(len(self.successResultOf(finishing).captured), 2)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
 
 # tcpdump's text for one segment (-nn -S -tt): time, addresses, flags,

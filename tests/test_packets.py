@@ -202,10 +202,13 @@ class ConversationTests(SynchronousTestCase):
         The connection is over when a FIN went each way and the last one was
         acknowledged, not before.
         """
-        talk = conversation()
+        whole = conversation()
+        self.assertTrue(whole.finished)
+        talk = Conversation(CLIENT, SERVER)
+        for when, packet in whole.captured:
+            self.assertFalse(talk.finished)
+            talk.add(when, packet)
         self.assertTrue(talk.finished)
-        talk.captured.pop()
-        self.assertFalse(talk.finished)
 
     def test_resetFinishes(self) -> None:
         """
@@ -247,8 +250,10 @@ class ConversationTests(SynchronousTestCase):
         A segment that repeats numbers already sent is a retransmission;
         the summary counts it.
         """
-        talk = conversation()
-        talk.captured.insert(4, talk.captured[3])
+        talk = Conversation(CLIENT, SERVER)
+        captured = conversation().captured
+        for when, packet in [*captured[:4], captured[3], *captured[4:]]:
+            talk.add(when, packet)
         segments = talk.segments()
         self.assertEqual([s.retransmission for s in segments].count(True), 1)
         self.assertTrue(segments[4].retransmission)

@@ -248,6 +248,25 @@ class DrawingTests(SynchronousTestCase):
         self.assertIn("-- connect --", drawing)
         self.assertNotIn("kernel rtt", drawing)
 
+    def test_longMessage(self) -> None:
+        """
+        A long message or answer is cut on its arrow (28 bytes and ``...``),
+        so that every arrow keeps the drawing's width.
+        """
+        record = measured()
+        record.message = b"x" * 1500
+        record.response = b"y" * 900
+        lines = drawExchange(record).splitlines()
+        handshake = next(line for line in lines if "SYN" in line).split("  ")[0]
+        arrows = [
+            line.split("  ")[0]
+            for line in lines
+            if line.startswith("|") and ("xx" in line or "yy" in line)
+        ]
+        self.assertEqual(len(arrows), 2)
+        self.assertIn('"' + "x" * 28 + '"...', arrows[0])
+        self.assertEqual({len(arrow) for arrow in arrows}, {len(handshake)})
+
     def test_refused(self) -> None:
         """
         A refused connection draws the attempt and why it failed.
