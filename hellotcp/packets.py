@@ -6,20 +6,20 @@ relative to each side's initial sequence number (`Conversation`), drawn
 between the client's and the server's columns (`drawSegments`) and summed
 up (`PacketSummary`).
 
-Parsing is a few fixed headers (IPv4 or IPv6, then TCP and its options),
-read with `struct` from the standard library: what the kernel hands a
-packet socket needs no more.  Capturing is `hellotcp._capture`'s job.
+Parsing is `hellotcp._tcpparse`'s job, naming TLS records
+`hellotcp._tlsrecords`'s, capturing `hellotcp._capture`'s.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import struct
 from typing import Any
 
-from attrs import define, field, frozen
+from attrs import field, frozen
 
 from ._escape import quoted
+from ._tcpparse import ACK, FIN, RST, SYN, Packet, flagNames, parsePacket
+from ._tlsrecords import TLSRecords, describe
 
 __all__ = [
     "Conversation",
@@ -29,167 +29,12 @@ __all__ = [
     "PacketTrace",
     "Segment",
     "drawSegments",
+    "flagNames",
     "parsePacket",
 ]
 
-# TCP header flags, in the order they are named ("FIN-PSH-ACK"), which is
-# the order tcpdump and Wireshark list them in after SYN.
-_FLAGS = [
-    (0x02, "SYN"),
-    (0x01, "FIN"),
-    (0x04, "RST"),
-    (0x08, "PSH"),
-    (0x10, "ACK"),
-    (0x20, "URG"),
-    (0x40, "ECE"),
-    (0x80, "CWR"),
-]
-_SYN, _FIN, _RST, _ACK = 0x02, 0x01, 0x04, 0x10
-
-_IPV4 = struct.Struct("!BBHHHBBH4s4s")
-_IPV6 = struct.Struct("!IHBB16s16s")
-_TCP = struct.Struct("!HHIIBBHHH")
-_TCP_PROTOCOL = 6
-
-# TLS record content types, and the handshake messages a greeting's
-# handshake shows in clear (TLS 1.3 encrypts the rest as application data).
-_TLS_RECORDS = {
-    20: "ChangeCipherSpec",
-    21: "Alert",
-    22: "Handshake",
-    23: "ApplicationData",
-}
-_TLS_HANDSHAKES = {
-    1: "ClientHello",
-    2: "ServerHello",
-    4: "NewSessionTicket",
-    8: "EncryptedExtensions",
-    11: "Certificate",
-    12: "ServerKeyExchange",
-    13: "CertificateRequest",
-    14: "ServerHelloDone",
-    15: "CertificateVerify",
-    16: "ClientKeyExchange",
-    20: "Finished",
-}
-
 # How much of a payload a drawing shows.
 _SHOWN = 28
-
-
-@frozen
-class Packet:
-    """
-    One TCP segment as it was on the wire, with absolute numbers.
-
-    :ivar source: The sender's address and port.
-    :ivar destination: The receiver's address and port.
-    :ivar seq: The sequence number.
-    :ivar ack: The acknowledgement number (meaningful with the ACK flag).
-    :ivar flags: The flag bits of the TCP header.
-    :ivar window: The window field, unscaled.
-    :ivar payload: The data carried.
-    :ivar mss: The maximum segment size option, if present.
-    :ivar windowScale: The window scale option, if present.
-    """
-
-    source: tuple[str, int]
-    destination: tuple[str, int]
-    seq: int
-    ack: int
-    flags: int
-    window: int
-    payload: bytes
-    mss: int | None = None
-    windowScale: int | None = None
-
-
-def parsePacket(data: bytes) -> Packet | None:
-    """
-    Parse an IPv4 or IPv6 packet that carries TCP (its first byte is the IP
-    header's).
-
-    :returns: The segment, or `None` for anything else (another protocol,
-        an IPv6 extension header, a fragment, a truncated header).
-    """
-    if len(data) < 1:
-        return None
-    version = data[0] >> 4
-    if version == 4 and len(data) >= _IPV4.size:
-        (first, _, total, _, fragment, _, protocol, _, source, destination) = (
-            _IPV4.unpack_from(data)
-        )
-        headerLength = (first & 0x0F) * 4
-        if protocol != _TCP_PROTOCOL or fragment & 0x1FFF or fragment & 0x2000:
-            return None
-        end = min(len(data), total) if total else len(data)
-        addresses = (
-            str(ipaddress.IPv4Address(source)),
-            str(ipaddress.IPv4Address(destination)),
-        )
-    elif version == 6 and len(data) >= _IPV6.size:
-        (_, payloadLength, nextHeader, _, source, destination) = _IPV6.unpack_from(data)
-        if nextHeader != _TCP_PROTOCOL:
-            return None
-        headerLength = _IPV6.size
-        end = min(len(data), headerLength + payloadLength)
-        addresses = (
-            str(ipaddress.IPv6Address(source)),
-            str(ipaddress.IPv6Address(destination)),
-        )
-    else:
-        return None
-    return _parseTCP(data[headerLength:end], addresses)
-
-
-def _parseTCP(tcp: bytes, addresses: tuple[str, str]) -> Packet | None:
-    if len(tcp) < _TCP.size:
-        return None
-    sourcePort, destinationPort, seq, ack, offset, flags, window, _, _ = (
-        _TCP.unpack_from(tcp)
-    )
-    dataOffset = (offset >> 4) * 4
-    if dataOffset < _TCP.size or dataOffset > len(tcp):
-        return None
-    mss = windowScale = None
-    options = tcp[_TCP.size : dataOffset]
-    at = 0
-    # Bounded by the options' length: every step moves on by at least one.
-    while at < len(options):
-        kind = options[at]
-        if kind == 0:
-            break
-        if kind == 1:
-            at += 1
-            continue
-        if at + 1 >= len(options) or options[at + 1] < 2:
-            break
-        length = options[at + 1]
-        body = options[at + 2 : at + length]
-        if kind == 2 and len(body) == 2:
-            mss = int.from_bytes(body, "big")
-        elif kind == 3 and len(body) == 1:
-            windowScale = min(body[0], 14)
-        at += length
-    return Packet(
-        source=(addresses[0], sourcePort),
-        destination=(addresses[1], destinationPort),
-        seq=seq,
-        ack=ack,
-        flags=flags,
-        window=window,
-        payload=bytes(tcp[dataOffset:]),
-        mss=mss,
-        windowScale=windowScale,
-    )
-
-
-def flagNames(flags: int) -> str:
-    """
-    The flags of a TCP header as the figure names them: ``SYN-ACK``,
-    ``PSH-ACK``, ``FIN-ACK``, ``RST``.
-    """
-    return "-".join(name for bit, name in _FLAGS if flags & bit) or "none"
 
 
 @frozen
@@ -283,57 +128,6 @@ class PacketSummary:
         }
 
 
-@define
-class _TLSRecords:
-    # Walks one direction's byte stream record by record, so that each
-    # segment can say which records begin in it.
-    header: bytearray = field(factory=bytearray)
-    remaining: int = 0
-    handshakePending: bool = False
-
-    def labels(self, data: bytes) -> list[str]:
-        names: list[str] = []
-        at = 0
-        # Every turn consumes at least one byte or ends the loop.
-        while at < len(data):
-            if self.handshakePending:
-                # The byte after a handshake record's header names its
-                # message; a record split before it stays "Handshake".
-                if names:
-                    names[-1] = _TLS_HANDSHAKES.get(data[at], "Handshake")
-                self.handshakePending = False
-            if self.remaining:
-                taken = min(self.remaining, len(data) - at)
-                self.remaining -= taken
-                at += taken
-                continue
-            if not self.header:
-                # A record begins here: its first byte says what it is.
-                names.append(_TLS_RECORDS.get(data[at], f"record {data[at]}"))
-            needed = 5 - len(self.header)
-            self.header += data[at : at + needed]
-            at += needed
-            if len(self.header) < 5:
-                break
-            kind = self.header[0]
-            self.remaining = int.from_bytes(self.header[3:5], "big")
-            self.header.clear()
-            if kind == 22 and self.remaining:
-                self.handshakePending = True
-        return names
-
-
-def _compact(names: list[str]) -> str:
-    parts: list[str] = []
-    count = 0
-    for index, name in enumerate(names):
-        count += 1
-        if index + 1 == len(names) or names[index + 1] != name:
-            parts.append(name if count == 1 else f"{name} x{count}")
-            count = 0
-    return ", ".join(parts)
-
-
 Endpoint = tuple[str | None, int]
 """An address (`None`: not known, any) and a port."""
 
@@ -395,14 +189,14 @@ class Conversation:
         """
         self.captured.append((when, packet))
         side = self._fromClient(packet)
-        if packet.flags & _RST:
+        if packet.flags & RST:
             self._reset = True
-        if packet.flags & _FIN:
+        if packet.flags & FIN:
             # The number after the FIN: what acknowledges it.
             self._finEnds[side] = (
-                packet.seq + len(packet.payload) + 1 + bool(packet.flags & _SYN)
+                packet.seq + len(packet.payload) + 1 + bool(packet.flags & SYN)
             ) % 2**32
-        if packet.flags & _ACK:
+        if packet.flags & ACK:
             self._lastAcks[side] = packet.ack
 
     @property
@@ -424,17 +218,17 @@ class Conversation:
         isn: dict[bool, int] = {}
         scale: dict[bool, int | None] = {}
         highest: dict[bool, int] = {}
-        records = {True: _TLSRecords(), False: _TLSRecords()}
-        starts = [when for when, p in self.captured if p.flags & _SYN]
+        records = {True: TLSRecords(), False: TLSRecords()}
+        starts = [when for when, p in self.captured if p.flags & SYN]
         start = starts[0] if starts else self.captured[0][0] if self.captured else 0.0
         drawn: list[Segment] = []
         for when, packet in self.captured:
             side = self._fromClient(packet)
-            if packet.flags & _SYN:
+            if packet.flags & SYN:
                 isn.setdefault(side, packet.seq)
                 scale[side] = packet.windowScale
-            consumed = len(packet.payload) + bool(packet.flags & _SYN)
-            consumed += bool(packet.flags & _FIN)
+            consumed = len(packet.payload) + bool(packet.flags & SYN)
+            consumed += bool(packet.flags & FIN)
             base = isn.get(side, 0)
             seq = (packet.seq - base) % 2**32
             end = seq + consumed
@@ -446,10 +240,10 @@ class Conversation:
                 fresh = b"" if retransmission else packet.payload
             highest[side] = max(highest.get(side, 0), end)
             ack = None
-            if packet.flags & _ACK:
+            if packet.flags & ACK:
                 ack = (packet.ack - isn.get(not side, 0)) % 2**32
             window = packet.window
-            if not packet.flags & _SYN and None not in (
+            if not packet.flags & SYN and None not in (
                 scale.get(True),
                 scale.get(False),
             ):
@@ -470,13 +264,13 @@ class Conversation:
             )
         return drawn
 
-    def _render(self, records: _TLSRecords, fresh: bytes, payload: bytes) -> str:
+    def _render(self, records: TLSRecords, fresh: bytes, payload: bytes) -> str:
         if not payload:
             return ""
         if not self.tls:
             return quoted(payload, _SHOWN)
         names = records.labels(fresh)
-        return "TLS " + (_compact(names) if names else "(continued)")
+        return "TLS " + (describe(names) if names else "(continued)")
 
     def summary(self) -> PacketSummary:
         """

@@ -89,7 +89,15 @@ class BoundaryTests(SynchronousTestCase):
         The client side takes what it shares with the server from
         `hellotcp._wire`, never from the server's protocol module.
         """
-        for module in ["greet", "probe", "client", "packets", "_capture"]:
+        for module in [
+            "greet",
+            "probe",
+            "client",
+            "packets",
+            "_tcpparse",
+            "_tlsrecords",
+            "_capture",
+        ]:
             found = sorted(
                 name
                 for name in imports(module)

@@ -20,6 +20,7 @@ import threading
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import ClientFactory
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
@@ -224,8 +225,6 @@ class CapturingReactorTests(SynchronousTestCase):
         memory = MemoryReactorClock()
         capturing = CapturingReactor(memory, tls=False)
         self.assertEqual(capturing.seconds(), memory.seconds())
-        from twisted.internet.interfaces import IReactorTime
-
         self.assertTrue(IReactorTime.providedBy(capturing))
 
 
@@ -320,6 +319,17 @@ def tcpdumpSegments(text: str, clientPort: int) -> list[dict[str, Any]]:
     return segments
 
 
+def packetsJSON(connect: str, *argv: str) -> list[str]:
+    """
+    ``hellotcp-client --trace --packets --json`` to ``connect``.
+    """
+    return [
+        command("hellotcp-client"),
+        *("--trace", "--packets", "--json", "--connect", connect),
+        *argv,
+    ]
+
+
 def dropNetRaw(argv: list[str]) -> list[str]:
     """
     ``argv`` run as root without ``CAP_NET_RAW``: dropped from the bounding
@@ -367,16 +377,16 @@ class PacketsCommandTests(CommandTestCase):
         )
         return port
 
-    async def tcpdump(self, port: int, interface: str = "lo") -> Process:
+    async def tcpdump(self, port: int) -> Process:
         """
-        Start tcpdump on ``port`` and wait until it captures.
+        Start tcpdump on loopback ``port`` and wait until it captures.
         """
         assert self.tcpdumpPath is not None
         process = self.spawn(
             [
                 self.tcpdumpPath,
                 "-i",
-                interface,
+                "lo",
                 "-nn",
                 "-S",
                 "-tt",
@@ -418,19 +428,8 @@ class PacketsCommandTests(CommandTestCase):
             output.
         """
         port = int(connect.rsplit(":", 1)[1])
-        interface = "lo"
-        dumping = await self.tcpdump(port, interface)
-        status, out, err = await self.runCommand(
-            [
-                command("hellotcp-client"),
-                "--trace",
-                "--packets",
-                "--json",
-                "--connect",
-                connect,
-                *argv,
-            ]
-        )
+        dumping = await self.tcpdump(port)
+        status, out, err = await self.runCommand(packetsJSON(connect, *argv))
         self.assertEqual(err, "")
         record = json.loads(out.splitlines()[0])
         segments = record["segments"]
@@ -715,20 +714,10 @@ class PacketsCommandTests(CommandTestCase):
         """
         port = await self.startTwist()
         status, out, err = await self.runCommand(
-            [
-                command("hellotcp-client"),
-                "--trace",
-                "--packets",
-                "--json",
-                "--connect",
+            packetsJSON(
                 f"tcp:127.0.0.1:{port}",
-                "--count",
-                "4",
-                "--concurrency",
-                "4",
-                "--interval",
-                "0",
-            ]
+                *("--count", "4", "--concurrency", "4", "--interval", "0"),
+            )
         )
         self.assertEqual((status, err), (0, ""))
         records = [json.loads(line) for line in out.splitlines()][:4]
