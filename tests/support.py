@@ -864,3 +864,15 @@ def serveInThread(
                     serve(connection)
 
     return listener.getsockname()[1], inThread(run)
+
+
+def keepSignalMask(testCase: SynchronousTestCase) -> None:
+    """
+    Give the test's process its signal mask back after ``testCase``: a
+    service that takes SIGTERM and SIGINT holds them blocked until its
+    reactor runs, and a memory reactor never runs.  Left blocked, they
+    would stay blocked in every process the test run starts afterwards
+    (a mask survives ``exec``), which then ignores SIGTERM and Ctrl-C.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    testCase.addCleanup(signal.pthread_sigmask, signal.SIG_SETMASK, previous)

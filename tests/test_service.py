@@ -37,6 +37,7 @@ from .support import (
     freePort,
     hangUpStorm,
     inThread,
+    keepSignalMask,
 )
 
 
@@ -124,10 +125,7 @@ class SignalTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        # A service holds SIGTERM and SIGINT blocked until its reactor runs;
-        # memory reactors that never run must not leave trial's so.
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, set())
-        self.addCleanup(signal.pthread_sigmask, signal.SIG_SETMASK, previous)
+        keepSignalMask(self)
 
     def signalledService(
         self, queued: list[Any]

@@ -31,6 +31,7 @@ from hellotcp.service import HelloService
 from hellotcp.workers import WorkerSupervisor
 
 from .pki import pki, tlsListen
+from .support import keepSignalMask
 
 
 def parse(*argv: str) -> tap.Options:
@@ -55,13 +56,15 @@ def server(options: tap.Options) -> HelloService:
 class KeepsSignals(SynchronousTestCase):
     """
     Test cases that build and start services, which take SIGHUP, SIGTERM
-    and SIGINT over and raise the open-file limit: the test's process gets
-    its own handlers and limit back after each test.
+    and SIGINT over (holding them blocked until a reactor runs) and raise
+    the open-file limit: the test's process gets its own handlers, signal
+    mask and limit back after each test.
     """
 
     def setUp(self) -> None:
         for number in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             self.addCleanup(signal.signal, number, signal.getsignal(number))
+        keepSignalMask(self)
         limits = resource.getrlimit(resource.RLIMIT_NOFILE)
         self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, limits)
 
