@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import socket
 import struct
@@ -28,6 +29,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from hellotcp import _capture
 from hellotcp._capture import CapturingReactor, checkCapture, connectionFilter
+from hellotcp.packets import parsePacket
 
 from .pki import PKI, tlsListen
 from .support import (
@@ -244,6 +246,48 @@ class ConnectionCaptureTests(SynchronousTestCase):
             self.reactor, socket.AF_INET, CLIENT, SERVER, tls=False
         )
         self.addCleanup(self.capture.close)
+
+    def test_kernelFilter(self) -> None:
+        """
+        The kernel itself drops other connections' segments: the socket
+        receives nothing of a connection to the same server port made just
+        before, and every segment of the 4-tuple it filters on.
+        """
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        client = socket.socket()
+        self.addCleanup(client.close)
+        client.bind(("127.0.0.1", 0))
+        clientPort = client.getsockname()[1]
+        ours = _capture.ConnectionCapture(
+            self.reactor,
+            socket.AF_INET,
+            client.getsockname(),
+            listener.getsockname(),
+            tls=False,
+        )
+        self.addCleanup(ours.close)
+        raw: list[bytes] = []
+        ours._reader._received = lambda when, data: raw.append(data)
+        for sock in (socket.create_connection(listener.getsockname()), client):
+            if sock is client:
+                client.connect(listener.getsockname())
+            sock.sendall(b"Hello, server!")
+            accepted, _ = listener.accept()
+            accepted.recv(1024)
+            sock.close()
+            accepted.close()
+        # Bounded: until both FINs of our connection are in, or 5 seconds.
+        for _ in range(50):
+            ours._reader.readQueued(100)
+            packets = [parsePacket(data) for data in raw]
+            if sum(bool(p and p.flags & FIN) for p in packets) >= 2:
+                break
+            select.select([ours._socket], [], [], 0.1)
+        self.assertGreaterEqual(len(raw), 6)
+        for packet in packets:
+            assert packet is not None
+            self.assertIn(clientPort, (packet.source[1], packet.destination[1]))
 
     def test_bounded(self) -> None:
         """
