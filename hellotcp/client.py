@@ -252,7 +252,7 @@ def checkPacketsEndpoint(trace: bool, description: str) -> None:
     if not trace:
         raise usage.UsageError("--packets goes with --trace")
     args, _ = parseEndpoint(description)
-    if not args or args[0] not in ("tcp", "tls", "ssl"):
+    if not args or args[0].lower() not in ("tcp", "tls", "ssl"):
         raise usage.UsageError(
             f"--packets draws TCP segments; --connect {cut(description, 80)} "
             "is not a tcp:, tls: or ssl: endpoint"
