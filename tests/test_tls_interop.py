@@ -515,10 +515,10 @@ class TwistTLSTests(CommandTestCase):
             ],
             secure,
         )
-        status, out, _ = await self.runCommand(
+        status, out, err = await self.runCommand(
             [command("hellotcp-client"), "--connect", f"tcp:127.0.0.1:{plain}"]
         )
-        self.assertEqual((status, out), (0, "Hello, client!\n"))
+        self.assertEqual((status, out), (0, "Hello, client!\n"), err)
         status, out, _ = await self.runCommand(
             [
                 command("hellotcp-client"),
