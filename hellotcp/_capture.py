@@ -321,10 +321,10 @@ class ConnectionCapture:
         reactor.addReader(self._reader)
 
     def _received(self, when: float, data: bytes) -> None:
-        packet = parsePacket(data)
-        if packet is None or len(self.conversation.captured) >= MOST_SEGMENTS:
+        if len(self.conversation.captured) >= MOST_SEGMENTS:
             return
-        if not self.conversation.belongs(packet):
+        packet = parsePacket(data)
+        if packet is None or not self.conversation.belongs(packet):
             return
         self.conversation.add(when, packet)
         if self._finished is not None and self.conversation.finished:

@@ -112,6 +112,31 @@ class PacketSummary:
     clientISN: int | None
     serverISN: int | None
 
+    @classmethod
+    def of(cls, segments: list[Segment]) -> PacketSummary:
+        """
+        The summary of a connection's segments, in order.
+        """
+        syn = synAck = None
+        for segment in segments:
+            if segment.flags == "SYN" and segment.fromClient:
+                syn = segment.at
+            elif (
+                segment.flags == "SYN-ACK" and not segment.fromClient and synAck is None
+            ):
+                synAck = segment.at
+        isns = {
+            s.fromClient: s.packet.seq for s in reversed(segments) if "SYN" in s.flags
+        }
+        return cls(
+            fromClient=sum(s.fromClient for s in segments),
+            fromServer=sum(not s.fromClient for s in segments),
+            retransmissions=sum(s.retransmission for s in segments),
+            handshakeRTT=None if syn is None or synAck is None else synAck - syn,
+            clientISN=isns.get(True),
+            serverISN=isns.get(False),
+        )
+
     def asJSON(self) -> dict[str, Any]:
         """
         The summary as JSON-ready data.
@@ -277,26 +302,7 @@ class Conversation:
         Count the segments each way and the retransmissions, and time the
         handshake.
         """
-        segments = self.segments()
-        syn = synAck = None
-        for segment in segments:
-            if segment.flags == "SYN" and segment.fromClient:
-                syn = segment.at
-            elif (
-                segment.flags == "SYN-ACK" and not segment.fromClient and synAck is None
-            ):
-                synAck = segment.at
-        isns = {
-            s.fromClient: s.packet.seq for s in reversed(segments) if "SYN" in s.flags
-        }
-        return PacketSummary(
-            fromClient=sum(s.fromClient for s in segments),
-            fromServer=sum(not s.fromClient for s in segments),
-            retransmissions=sum(s.retransmission for s in segments),
-            handshakeRTT=None if syn is None or synAck is None else synAck - syn,
-            clientISN=isns.get(True),
-            serverISN=isns.get(False),
-        )
+        return PacketSummary.of(self.segments())
 
 
 def _label(segment: Segment) -> str:
@@ -416,12 +422,8 @@ class PacketTrace:
         """
         The trace of a captured conversation.
         """
-        return cls(
-            conversation.segments(),
-            conversation.summary(),
-            kernelRetransmits,
-            problem,
-        )
+        segments = conversation.segments()
+        return cls(segments, PacketSummary.of(segments), kernelRetransmits, problem)
 
     def asJSON(self) -> dict[str, Any]:
         """
