@@ -11,12 +11,21 @@ never imports the server's.
 
 from __future__ import annotations
 
+import socket
+
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress, ISSLTransport, ITransport
 
 from ._escape import escape, escapeText
 
-__all__ = ["DEFAULT_GREETING", "DEFAULT_MESSAGE", "canHalfClose", "formatAddress"]
+__all__ = [
+    "DEFAULT_GREETING",
+    "DEFAULT_MESSAGE",
+    "canHalfClose",
+    "endedByReset",
+    "formatAddress",
+    "socketOf",
+]
 
 DEFAULT_GREETING = b"Hello, client!"
 """What the server answers unless told otherwise (the classic server's reply)."""
@@ -57,3 +66,40 @@ def canHalfClose(transport: ITransport) -> bool:
     return hasattr(transport, "loseWriteConnection") and not (
         ISSLTransport.providedBy(transport)
     )
+
+
+def socketOf(transport: object) -> socket.socket | None:
+    """
+    The socket beneath ``transport`` (under TLS, beneath the TLS layer), or
+    `None` for a transport without one (in memory).
+    """
+    for _ in range(4):
+        handle = getattr(transport, "getHandle", lambda: None)()
+        if isinstance(handle, socket.socket):
+            return handle
+        transport = getattr(transport, "transport", None)
+    return None
+
+
+def endedByReset(transport: object) -> bool:
+    """
+    Whether a stream that Twisted reported as ended (``readConnectionLost``)
+    was in fact reset, with no end of stream from the peer.
+
+    Twisted's poll-based reactors take a descriptor that polls as hung up
+    and in error but not readable for a clean end of stream, and a reset
+    that lands just after a read polls that way while the kernel is still
+    updating the socket.  The kernel knows better: a read after a FIN gives
+    an empty result (even if a reset came after it), a read after a reset
+    alone gives the reset.  The read peeks, so it takes nothing.
+    """
+    sock = socketOf(transport)
+    if sock is None:
+        return False
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+    return False

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import connectProtocol
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
     IOpenSSLClientConnectionCreator,
     IReactorTime,
     ISSLTransport,
@@ -19,9 +20,10 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._twistedcompat import wrapClientTLSOn
-from ._wire import DEFAULT_MESSAGE, canHalfClose
+from ._wire import DEFAULT_MESSAGE, canHalfClose, endedByReset
 
 __all__ = [
     "AnswerCutShortError",
@@ -63,6 +65,7 @@ class AnswerCutShortError(Exception):
         )
 
 
+@implementer(IHalfCloseableProtocol)
 class HelloClientProtocol(Protocol):
     """
     Send one message, then read the answer until the server closes.
@@ -89,6 +92,7 @@ class HelloClientProtocol(Protocol):
         self._message = message
         self._received: list[bytes] = []
         self._size = 0
+        self._reset = False
         self.response: Deferred[bytes] = Deferred(self._cancel)
 
     @property
@@ -125,10 +129,33 @@ class HelloClientProtocol(Protocol):
             )
             self.transport.abortConnection()
 
+    def readConnectionLost(self) -> None:
+        """
+        The server's side of the stream ended: note whether it was in fact
+        reset (see `hellotcp._wire.endedByReset`), and close ours.
+        """
+        self._reset = endedByReset(self.transport)
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Nothing to do: the message was sent whole before the half-close.
+        """
+
+    def endReason(self, reason: Failure) -> Failure:
+        """
+        Why the connection ended, a reset that Twisted reported as a clean
+        end (see `readConnectionLost`) counted as the reset it was.
+        """
+        if self._reset and reason.check(ConnectionDone):
+            return Failure(ConnectionLost("the connection was reset"))
+        return reason
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
         Deliver what was received, or why nothing was.
         """
+        reason = self.endReason(reason)
         if self.response.called:
             return
         # Over TLS the answer arrives in whole, authenticated records, and

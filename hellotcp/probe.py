@@ -35,7 +35,7 @@ from zope.interface import implementer
 
 from ._escape import escape, quoted
 from ._twistedcompat import wrapClientTLSOn
-from ._wire import canHalfClose, formatAddress
+from ._wire import canHalfClose, formatAddress, socketOf
 from .greet import HelloClientProtocol
 from .packets import PacketTrace
 
@@ -188,16 +188,6 @@ class ExchangeRecord:
         return data
 
 
-def _socketOf(transport: object) -> socket.socket | None:
-    # Under TLS the TCP transport is the TLS layer's own transport.
-    for _ in range(4):
-        handle = getattr(transport, "getHandle", lambda: None)()
-        if isinstance(handle, socket.socket):
-            return handle
-        transport = getattr(transport, "transport", None)
-    return None
-
-
 def tlsDetails(handle: Any, now: datetime.datetime) -> TLSDetails | None:
     """
     The TLS facts of an established ``OpenSSL.SSL.Connection``.
@@ -275,6 +265,7 @@ class TracingClientProtocol(HelloClientProtocol):
         """
         Note the end and who closed first.
         """
+        reason = self.endReason(reason)
         self.record.ended = self._clock.seconds()
         if reason.check(ConnectionDone):
             self.record.closedBy = "server"
@@ -286,7 +277,7 @@ class TracingClientProtocol(HelloClientProtocol):
         super().connectionLost(reason)
 
     def _readTCPInfo(self) -> None:
-        sock = _socketOf(self.transport)
+        sock = socketOf(self.transport)
         if sock is None or _TCP_INFO is None or sock.family == socket.AF_UNIX:
             return
         try:

@@ -240,6 +240,11 @@ class MemoryConnection:
                 _writeEnded(side)
             _readEnded(peer)
             return True
+        if side.disconnecting and side._finSent:
+            # Closed after its half-close (as a client does once the answer
+            # has ended): its FIN is out already, nothing more to send.
+            side._lose(Failure(ConnectionDone()))
+            return True
         return False
 
 

@@ -5,6 +5,10 @@ in-memory transports and clocks.
 
 from __future__ import annotations
 
+import select
+import socket
+import struct
+
 from twisted.internet.defer import CancelledError, TimeoutError
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
@@ -17,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides
 
 from hellotcp import HelloServerFactory, ServerSettings
+from hellotcp._wire import endedByReset
 from hellotcp.greet import (
     AnswerCutShortError,
     HelloClientProtocol,
@@ -26,7 +31,7 @@ from hellotcp.greet import (
 )
 from hellotcp.testing import MemoryEndpoint
 
-from .support import HalfCloseableTransport, captureLogs
+from .support import TIMEOUT, HalfCloseableTransport, captureLogs
 
 
 class ClientProtocolTests(SynchronousTestCase):
@@ -174,3 +179,96 @@ class GreetTests(SynchronousTestCase):
         endpoint.flush()
         self.assertTrue(endpoint.connections[0].closed)
         self.failureResultOf(answer, TimeoutError)
+
+
+def endedPair(end: str) -> socket.socket:
+    """
+    A loopback TCP client socket whose peer sent ``Hello, cl`` and then
+    ended the stream as ``end`` says: ``"fin"`` (a close), ``"reset"`` (a
+    close with ``SO_LINGER`` 0), or ``"fin-then-reset"`` (a half-close, then
+    a reset when the client's bytes arrive unread); the data is read, the
+    end is left for `endedByReset` to find (at most `TIMEOUT` seconds
+    waited for it).
+    """
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+        server, _ = listener.accept()
+    with server:
+        server.sendall(b"Hello, cl")
+        if end == "fin-then-reset":
+            server.shutdown(socket.SHUT_WR)
+            select.select([client], [], [], TIMEOUT)
+            client.sendall(b"more")
+            select.select([server], [], [], TIMEOUT)
+        elif end == "reset":
+            server.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+    received = b""
+    while len(received) < 9:
+        received += client.recv(9 - len(received))
+    # The end has arrived once the socket polls readable again.
+    select.select([client], [], [], TIMEOUT)
+    return client
+
+
+class SocketTransport(HalfCloseableTransport):
+    """
+    An in-memory transport whose handle is a real socket.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+
+    def getHandle(self) -> socket.socket:
+        """
+        The socket.
+        """
+        return self.sock
+
+
+class EndedByResetTests(SynchronousTestCase):
+    """
+    A reset that Twisted reports as a clean end of stream (its poll-based
+    reactors take "hung up and in error, not readable" for one) is told
+    from a real end by asking the socket.
+    """
+
+    def test_kernelTellsThemApart(self) -> None:
+        """
+        After a FIN the stream ended; after a reset alone it was reset;
+        after a FIN and then a reset it ended (the FIN came first).
+        """
+        for end, reset in [("fin", False), ("reset", True), ("fin-then-reset", False)]:
+            with endedPair(end) as client:
+                self.assertEqual(endedByReset(SocketTransport(client)), reset, end)
+
+    def test_memoryTransport(self) -> None:
+        """
+        A transport without a socket ended as it says.
+        """
+        self.assertFalse(endedByReset(HalfCloseableTransport()))
+
+    def test_answerCutShort(self) -> None:
+        """
+        Part of an answer, then a reset reported as an end: the client
+        fails with `AnswerCutShortError`, as for a reset reported as one;
+        after a real end, what arrived is the answer.
+        """
+        for end, cut in [("reset", True), ("fin", False)]:
+            with endedPair(end) as sock:
+                protocol = HelloClientProtocol(b"Hello, server!")
+                protocol.makeConnection(SocketTransport(sock))
+                protocol.dataReceived(b"Hello, cl")
+                protocol.readConnectionLost()
+                protocol.connectionLost(Failure(ConnectionDone()))
+                if cut:
+                    failure = self.failureResultOf(
+                        protocol.response, AnswerCutShortError
+                    )
+                    self.assertEqual(failure.value.received, b"Hello, cl")
+                else:
+                    self.assertEqual(
+                        self.successResultOf(protocol.response), b"Hello, cl"
+                    )
